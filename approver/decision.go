@@ -1,0 +1,99 @@
+package approver
+
+import "time"
+
+// Verdict is what the approver wants done with a CSR.
+type Verdict int
+
+const (
+	// Ignore leaves the CSR alone: it is not ours, or policy says to leave it
+	// pending for another approver.
+	Ignore Verdict = iota
+	// Approve adds the Approved condition.
+	Approve
+	// Deny adds the Denied condition; the kubelet gives up on the CSR and files
+	// a new one after a back-off.
+	Deny
+	// Retry decides nothing yet: a fact the decision needs is not there yet (a
+	// Node not registered, a DNS timeout). Ask again after RetryAfter.
+	Retry
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Approve:
+		return "Approve"
+	case Deny:
+		return "Deny"
+	case Retry:
+		return "Retry"
+	default:
+		return "Ignore"
+	}
+}
+
+// Decision is the outcome of Evaluate. Reason is a CamelCase constant that
+// goes into the CSR condition and metrics; Message is one sentence a cluster
+// administrator can act on.
+type Decision struct {
+	Verdict    Verdict
+	Reason     string
+	Message    string
+	RetryAfter time.Duration // with Retry only
+}
+
+// Reasons written into CSR conditions, Events and metric labels. Details go
+// into the message, never into the reason.
+const (
+	ReasonAutoApproved = "AutoApproved"
+
+	// The request itself.
+	ReasonMalformedRequest = "MalformedRequest"
+	ReasonSignatureInvalid = "SignatureInvalid"
+	ReasonKeyNotAllowed    = "KeyNotAllowed"
+
+	// The kubelet shape.
+	ReasonOrganizationNotSystemNodes = "OrganizationNotSystemNodes"
+	ReasonCommonNameNotNode          = "CommonNameNotNode"
+	ReasonUsagesNotAllowed           = "UsagesNotAllowed"
+	ReasonSANsNotAllowed             = "SANsNotAllowed"
+
+	// Who asked.
+	ReasonRequesterNotNode          = "RequesterNotNode"
+	ReasonRequesterNotInSystemNodes = "RequesterNotInSystemNodes"
+	ReasonNotAuthorized             = "NotAuthorized"
+	ReasonAuthorizationError        = "AuthorizationError" // Retry only
+	ReasonBootstrapForExistingNode  = "BootstrapForExistingNode"
+
+	// Serving names and addresses.
+	ReasonNoSANs              = "NoSANs"
+	ReasonSANTypeNotAllowed   = "SANTypeNotAllowed"
+	ReasonTooManySANs         = "TooManySANs"
+	ReasonSANInvalid          = "SANInvalid"
+	ReasonSANForbidden        = "SANForbidden"
+	ReasonSANNotOwnedByNode   = "SANNotOwnedByNode"
+	ReasonNodeNotFound        = "NodeNotFound"
+	ReasonNodeHasNoAddresses  = "NodeHasNoAddresses"
+	ReasonDNSResolutionFailed = "DNSResolutionFailed"
+
+	// Floods.
+	ReasonSuperseded     = "Superseded"
+	ReasonTooManyPending = "TooManyPending"
+
+	// Not ours (Ignore).
+	ReasonSignerNotHandled = "SignerNotHandled"
+	ReasonApprovalDisabled = "ApprovalDisabled"
+	ReasonLeftPending      = "LeftPending"
+	ReasonAlreadyDecided   = "AlreadyDecided"
+	ReasonWaitingForFacts  = "WaitingForFacts"
+)
+
+func approve(msg string) Decision {
+	return Decision{Verdict: Approve, Reason: ReasonAutoApproved, Message: msg}
+}
+
+func deny(reason, msg string) Decision { return Decision{Verdict: Deny, Reason: reason, Message: msg} }
+
+func ignore(reason, msg string) Decision {
+	return Decision{Verdict: Ignore, Reason: reason, Message: msg}
+}

@@ -1,0 +1,857 @@
+package approver_test
+
+import (
+	"crypto"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
+)
+
+var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+// Keys are made once: RSA generation is slow and the rules only look at the
+// public key.
+var (
+	keysOnce sync.Once
+	keys     map[string]crypto.Signer
+)
+
+func key(t *testing.T, alg string) crypto.Signer {
+	t.Helper()
+	keysOnce.Do(func() {
+		keys = map[string]crypto.Signer{}
+		for _, a := range []string{pki.RSA1024, pki.RSA2048, pki.ECDSAP224, pki.ECDSAP256, pki.ECDSAP384, pki.ECDSAP521, pki.Ed25519} {
+			k, err := pki.NewKey(a)
+			if err != nil {
+				panic(err)
+			}
+			keys[a] = k
+		}
+	})
+	return keys[alg]
+}
+
+func node(name string, addrs ...string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, a := range addrs {
+		typ := corev1.NodeInternalIP
+		if _, err := netip.ParseAddr(a); err != nil {
+			typ = corev1.NodeHostName
+		}
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: typ, Address: a})
+	}
+	return n
+}
+
+func ips(s ...string) []net.IP {
+	out := make([]net.IP, len(s))
+	for i, a := range s {
+		out[i] = net.ParseIP(a)
+		if out[i] == nil {
+			panic("bad IP " + a)
+		}
+	}
+	return out
+}
+
+var (
+	allowed    = &approver.Authorization{Allowed: true}
+	notAllowed = &approver.Authorization{Reason: "no RBAC policy matched"}
+	n1         = node("n1", "10.0.0.1", "2001:db8::1", "n1.example.com")
+)
+
+func servingN1() pki.CSR {
+	return pki.Serving("n1", []string{"n1.example.com"}, ips("10.0.0.1", "2001:db8::1"))
+}
+
+type evalCase struct {
+	name   string
+	csr    pki.CSR
+	edit   func(*certificatesv1.CertificateSigningRequest)
+	policy func(*approver.Policy)
+	facts  approver.Facts
+	want   approver.Decision // Verdict and Reason compared; RetryAfter when set
+}
+
+func TestEvaluateNodeClient(t *testing.T) {
+	t.Parallel()
+	withKey := func(c pki.CSR, k crypto.Signer) pki.CSR { c.Request.Key = k; return c }
+	withSubject := func(c pki.CSR, f func(*pki.Request)) pki.CSR { f(&c.Request); return c }
+	runEval(t, []evalCase{
+		{
+			name:  "a node renewing its own client certificate with permission is approved",
+			csr:   pki.ClientRenewal("n1"),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "a renewal with an RSA key and key encipherment is approved",
+			csr:  withKey(pki.ClientRenewal("n1"), key(t, pki.RSA2048)),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Usages = []certificatesv1.KeyUsage{"digital signature", "key encipherment", "client auth"}
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "repeated usages are compared as a set and approved",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Usages = []certificatesv1.KeyUsage{"client auth", "digital signature", "client auth"}
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "a renewal without the selfnodeclient permission is denied as NotAuthorized",
+			csr:   pki.ClientRenewal("n1"),
+			facts: approver.Facts{Authorization: notAllowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNotAuthorized},
+		},
+		{
+			name:   "an unauthorised renewal is left pending when onUnauthorized is leavePending",
+			csr:    pki.ClientRenewal("n1"),
+			policy: func(p *approver.Policy) { p.NodeClient.OnUnauthorized = approver.LeavePending },
+			facts:  approver.Facts{Authorization: notAllowed},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonLeftPending},
+		},
+		{
+			name:  "an authorizer error is retried within the grace period",
+			csr:   pki.ClientRenewal("n1"),
+			facts: approver.Facts{Authorization: &approver.Authorization{EvaluationError: "webhook timed out"}},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonAuthorizationError, RetryAfter: 30 * time.Second},
+		},
+		{
+			name:  "an authorizer error after the grace period is denied as NotAuthorized",
+			csr:   created(pki.ClientRenewal("n1"), now.Add(-16*time.Minute)),
+			facts: approver.Facts{Authorization: &approver.Authorization{EvaluationError: "webhook timed out"}},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNotAuthorized},
+		},
+		{
+			name:  "a bootstrap request with the nodeclient permission is approved",
+			csr:   pki.ClientBootstrap("n1", "abcdef"),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "a bootstrap request for a registered node is approved by default, as in Kubernetes",
+			csr:   pki.ClientBootstrap("n1", "abcdef"),
+			facts: approver.Facts{Authorization: allowed, Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "a bootstrap request for a registered node is denied when allowExistingNode is false",
+			csr:    pki.ClientBootstrap("n1", "abcdef"),
+			policy: func(p *approver.Policy) { p.NodeClient.AllowBootstrapForExistingNode = false },
+			facts:  approver.Facts{Authorization: allowed, Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonBootstrapForExistingNode},
+		},
+		{
+			name:   "a bootstrap request for a new node is approved when allowExistingNode is false",
+			csr:    pki.ClientBootstrap("n1", "abcdef"),
+			policy: func(p *approver.Policy) { p.NodeClient.AllowBootstrapForExistingNode = false },
+			facts:  approver.Facts{Authorization: allowed},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "a bootstrap request without the nodeclient permission is denied as NotAuthorized",
+			csr:   pki.ClientBootstrap("n1", "abcdef"),
+			facts: approver.Facts{Authorization: notAllowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNotAuthorized},
+		},
+		{
+			name:  "system:masters in the organization is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.Organization = []string{"system:nodes", "system:masters"} }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonOrganizationNotSystemNodes},
+		},
+		{
+			name:  "a repeated system:nodes organization is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.Organization = []string{"system:nodes", "system:nodes"} }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonOrganizationNotSystemNodes},
+		},
+		{
+			name:  "a missing organization is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.Organization = nil }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonOrganizationNotSystemNodes},
+		},
+		{
+			name:  "a client request with a DNS SAN is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.DNSNames = []string{"n1"} }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANsNotAllowed},
+		},
+		{
+			name:  "a client request with an IP SAN is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.IPAddresses = ips("10.0.0.1") }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANsNotAllowed},
+		},
+		{
+			name:  "a client request with an email SAN is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.EmailAddresses = []string{"n1@example.com"} }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANsNotAllowed},
+		},
+		{
+			name:  "a client request with a URI SAN is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.URIs = []*url.URL{{Scheme: "spiffe", Host: "cluster", Path: "/n1"}} }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANsNotAllowed},
+		},
+		{
+			name:  "a CommonName without the system:node: prefix is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.CommonName = "n1" }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonCommonNameNotNode},
+		},
+		{
+			name:  "a CommonName naming an invalid node name is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.CommonName = "system:node:Bad_Name" }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonCommonNameNotNode},
+		},
+		{
+			name:  "an empty node name is denied",
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.CommonName = "system:node:" }),
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonCommonNameNotNode},
+		},
+		{
+			name:  "server auth in a client request is denied",
+			csr:   pki.ClientRenewal("n1"),
+			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Usages = pki.ServingUsages },
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonUsagesNotAllowed},
+		},
+		{
+			name: "an extra usage is denied",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Usages = append(append([]certificatesv1.KeyUsage{}, pki.ClientUsages...), certificatesv1.UsageCertSign)
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonUsagesNotAllowed},
+		},
+		{
+			name: "a missing usage is denied",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Usages = []certificatesv1.KeyUsage{"client auth"}
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonUsagesNotAllowed},
+		},
+		{
+			name:   "a malformed client request is left pending when onInvalid is leavePending",
+			csr:    withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.Organization = []string{"system:masters"} }),
+			policy: func(p *approver.Policy) { p.NodeClient.OnInvalid = approver.LeavePending },
+			facts:  approver.Facts{Authorization: allowed},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonLeftPending},
+		},
+		{
+			name:  "a node asking for another node's client certificate is checked as bootstrap and denied without nodeclient",
+			csr:   pki.ClientRenewal("n1"),
+			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Username = "system:node:n2" },
+			facts: approver.Facts{Authorization: notAllowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNotAuthorized},
+		},
+		{
+			name:   "client approval switched off leaves client CSRs alone",
+			csr:    pki.ClientRenewal("n1"),
+			policy: func(p *approver.Policy) { p.NodeClient.Enabled = false },
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonApprovalDisabled},
+		},
+	})
+}
+
+func TestEvaluateServing(t *testing.T) {
+	t.Parallel()
+	serving := func(dns []string, addrs ...string) pki.CSR { return pki.Serving("n1", dns, ips(addrs...)) }
+	thousands := make([]string, 3000)
+	for i := range thousands {
+		thousands[i] = fmt.Sprintf("h%d.example.com", i)
+	}
+	runEval(t, []evalCase{
+		{
+			name:  "a serving request for the node's own IPv4, IPv6 and host name is approved",
+			csr:   servingN1(),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "a DNS name in upper case with a trailing dot matches the node's host name",
+			csr:   serving([]string{"N1.Example.COM."}),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "a node address spelled in upper case long-form IPv6 matches the request's address",
+			csr:   serving(nil, "2001:db8::1"),
+			facts: approver.Facts{Node: node("n1", "2001:0DB8:0:0:0:0:0:0001")},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "the IPv4-mapped IPv6 form of the node's own address is approved",
+			csr:   serving(nil, "::ffff:10.0.0.1"),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "the IPv4-mapped IPv6 form of another node's address is denied",
+			csr:   serving(nil, "::ffff:10.0.0.2"),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name:  "a serving request naming another node's IP is denied",
+			csr:   serving([]string{"n1.example.com"}, "10.0.0.1", "10.0.0.2"),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name:  "a DNS name that is not among the node's addresses is denied",
+			csr:   serving([]string{"n2.example.com"}),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name:  "the node is found by the CommonName, never by a SAN: n1 naming n2's host name is denied",
+			csr:   serving([]string{"n2"}),
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "n1")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name:   "a DNS name under an allowed suffix is approved",
+			csr:    serving([]string{"api.n1.nodes.example.org"}),
+			policy: func(p *approver.Policy) { p.Serving.DNSSuffixes = []string{"nodes.example.org"} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "an allowed suffix admits names under it, not the suffix itself",
+			csr:    serving([]string{"nodes.example.org"}),
+			policy: func(p *approver.Policy) { p.Serving.DNSSuffixes = []string{"nodes.example.org"} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name: "a DNS name matching an allowed pattern is approved",
+			csr:  serving([]string{"ip-10-0-0-1.ec2.internal"}),
+			policy: func(p *approver.Policy) {
+				p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^(?:ip-[0-9-]+\.ec2\.internal)$`)}
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "an IP address inside an allowed CIDR is approved",
+			csr:  serving(nil, "10.0.0.1", "192.168.7.9"),
+			policy: func(p *approver.Policy) {
+				p.Serving.IPPrefixes = []netip.Prefix{netip.MustParsePrefix("192.168.7.0/24")}
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "an IP address outside the allowed CIDRs is denied",
+			csr:  serving(nil, "192.168.8.9"),
+			policy: func(p *approver.Policy) {
+				p.Serving.IPPrefixes = []netip.Prefix{netip.MustParsePrefix("192.168.7.0/24")}
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name:  "a wildcard DNS name is denied",
+			csr:   serving([]string{"*.example.com"}),
+			facts: approver.Facts{Node: node("n1", "*.example.com")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "localhost is denied even when the node reports it",
+			csr:   serving([]string{"localhost"}),
+			facts: approver.Facts{Node: node("n1", "localhost")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "kubernetes.default.svc is denied",
+			csr:   serving([]string{"kubernetes.default.svc"}),
+			facts: approver.Facts{Node: node("n1", "kubernetes.default.svc")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "the bare name kubernetes is denied",
+			csr:   serving([]string{"Kubernetes"}),
+			facts: approver.Facts{Node: node("n1", "kubernetes")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "a name under the cluster domain is denied",
+			csr:   serving([]string{"web.prod.svc.cluster.local"}),
+			facts: approver.Facts{Node: node("n1", "web.prod.svc.cluster.local")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:   "a name under a configured cluster domain is denied",
+			csr:    serving([]string{"x.corp.k8s"}),
+			policy: func(p *approver.Policy) { p.Serving.ClusterDomain = "corp.k8s" },
+			facts:  approver.Facts{Node: node("n1", "x.corp.k8s")},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "a loopback address is denied even when the node reports it",
+			csr:   serving(nil, "127.0.0.1"),
+			facts: approver.Facts{Node: node("n1", "127.0.0.1")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "the IPv6 loopback address is denied",
+			csr:   serving(nil, "::1"),
+			facts: approver.Facts{Node: node("n1", "::1")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "the unspecified address is denied",
+			csr:   serving(nil, "0.0.0.0"),
+			facts: approver.Facts{Node: node("n1", "0.0.0.0")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "a DNS name with an underscore is not a host name and is denied",
+			csr:   serving([]string{"n1_x.example.com"}),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name:  "repeated SANs are approved when each is the node's",
+			csr:   serving([]string{"n1.example.com", "N1.example.com."}, "10.0.0.1", "10.0.0.1"),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "more SANs than maxSANs are denied",
+			csr:   serving(thousands[:65]),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManySANs},
+		},
+		{
+			name:  "thousands of SANs are denied without looking at each",
+			csr:   serving(thousands),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManySANs},
+		},
+		{
+			name:  "a request made by another node is denied",
+			csr:   servingN1(),
+			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Username = "system:node:n2" },
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNode},
+		},
+		{
+			name: "a request made by a bootstrap identity is denied",
+			csr:  servingN1(),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username = "system:bootstrap:abcdef"
+				c.Spec.Groups = pki.BootstrapGroups
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNode},
+		},
+		{
+			name:  "a requester outside system:nodes is denied",
+			csr:   servingN1(),
+			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Groups = []string{"system:authenticated"} },
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotInSystemNodes},
+		},
+		{
+			name:  "a wrong organization is denied",
+			csr:   pki.CSR{Name: "x", SignerName: certificatesv1.KubeletServingSignerName, Username: "system:node:n1", Groups: pki.NodeGroups, Usages: pki.ServingUsages, Request: pki.Request{Subject: pkixName("system:node:n1", "system:masters"), IPAddresses: ips("10.0.0.1")}},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonOrganizationNotSystemNodes},
+		},
+		{
+			name:  "client auth in a serving request is denied",
+			csr:   servingN1(),
+			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Usages = pki.ClientUsages },
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonUsagesNotAllowed},
+		},
+		{
+			name:  "a serving request without SANs is denied",
+			csr:   serving(nil),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNoSANs},
+		},
+		{
+			name: "an email SAN in a serving request is denied",
+			csr: func() pki.CSR {
+				c := servingN1()
+				c.Request.EmailAddresses = []string{"root@n1.example.com"}
+				return c
+			}(),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANTypeNotAllowed},
+		},
+		{
+			name: "a URI SAN in a serving request is denied",
+			csr: func() pki.CSR {
+				c := servingN1()
+				c.Request.URIs = []*url.URL{{Scheme: "https", Host: "n1.example.com"}}
+				return c
+			}(),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANTypeNotAllowed},
+		},
+		{
+			name:  "a node that is not registered yet is retried",
+			csr:   servingN1(),
+			facts: approver.Facts{},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeNotFound, RetryAfter: 30 * time.Second},
+		},
+		{
+			name:  "the retry never waits past the end of the grace period",
+			csr:   created(servingN1(), now.Add(-15*time.Minute+10*time.Second)),
+			facts: approver.Facts{},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeNotFound, RetryAfter: 10 * time.Second},
+		},
+		{
+			name:  "a node still not registered after the grace period is denied",
+			csr:   created(servingN1(), now.Add(-15*time.Minute)),
+			facts: approver.Facts{},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNodeNotFound},
+		},
+		{
+			name:  "a node without addresses is retried",
+			csr:   servingN1(),
+			facts: approver.Facts{Node: node("n1")},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeHasNoAddresses, RetryAfter: 30 * time.Second},
+		},
+		{
+			name:  "a node without addresses after the grace period is denied",
+			csr:   created(servingN1(), now.Add(-time.Hour)),
+			facts: approver.Facts{Node: node("n1")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNodeHasNoAddresses},
+		},
+		{
+			name:   "serving approval switched off leaves serving CSRs alone",
+			csr:    servingN1(),
+			policy: func(p *approver.Policy) { p.Serving.Enabled = false },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonApprovalDisabled},
+		},
+	})
+}
+
+func TestEvaluateDNSResolution(t *testing.T) {
+	t.Parallel()
+	resolving := func(p *approver.Policy) {
+		p.Serving.DNSSuffixes = []string{"nodes.example.org"}
+		p.Serving.ResolveDNS = true
+	}
+	csr := pki.Serving("n1", []string{"n1.nodes.example.org", "n1.example.com"}, ips("10.0.0.1"))
+	lookup := func(l approver.Lookup) map[string]approver.Lookup {
+		return map[string]approver.Lookup{"n1.nodes.example.org": l}
+	}
+	runEval(t, []evalCase{
+		{
+			name:   "a suffix-admitted name that resolves to the node's address is approved",
+			csr:    csr,
+			policy: resolving,
+			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "a suffix-admitted name that resolves elsewhere is denied",
+			csr:    csr,
+			policy: resolving,
+			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("10.9.9.9")}})},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+		},
+		{
+			name:   "a DNS timeout is retried",
+			csr:    csr,
+			policy: resolving,
+			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Err: errors.New("i/o timeout"), Temporary: true})},
+			want:   approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonDNSResolutionFailed, RetryAfter: 30 * time.Second},
+		},
+		{
+			name:   "a name that does not exist is denied",
+			csr:    csr,
+			policy: resolving,
+			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Err: errors.New("no such host")})},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonDNSResolutionFailed},
+		},
+		{
+			name:   "a lookup the reconciler forgot is retried, never approved",
+			csr:    csr,
+			policy: resolving,
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonWaitingForFacts, RetryAfter: time.Second},
+		},
+	})
+}
+
+func TestEvaluateRequestAndKeys(t *testing.T) {
+	t.Parallel()
+	withKey := func(k crypto.Signer) pki.CSR { c := servingN1(); c.Request.Key = k; return c }
+	pemOf := func(c pki.CSR) []byte {
+		b, err := c.Request.PEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	raw := func(b []byte) pki.CSR { c := servingN1(); c.RequestPEM = b; return c }
+	good := pemOf(servingN1())
+	otherKey, err := pki.SignedByOtherKey(good, key(t, pki.ECDSAP256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certBlock := []byte(strings.Replace(string(good), "CERTIFICATE REQUEST", "CERTIFICATE", 2))
+	runEval(t, []evalCase{
+		{name: "an RSA key of 1024 bits is denied", csr: withKey(key(t, pki.RSA1024)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "an RSA key of 2048 bits is approved", csr: withKey(key(t, pki.RSA2048)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved}},
+		{name: "a 2048-bit RSA key is denied when rsaMinBits is 3072", csr: withKey(key(t, pki.RSA2048)), facts: approver.Facts{Node: n1},
+			policy: func(p *approver.Policy) { p.Keys.RSAMinBits = 3072 },
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "an ECDSA P-384 key is approved", csr: withKey(key(t, pki.ECDSAP384)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved}},
+		{name: "an ECDSA P-521 key is denied by default", csr: withKey(key(t, pki.ECDSAP521)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "an ECDSA P-224 key is denied", csr: withKey(key(t, pki.ECDSAP224)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "an Ed25519 key is denied by default", csr: withKey(key(t, pki.Ed25519)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "an Ed25519 key is approved when allowed", csr: withKey(key(t, pki.Ed25519)), facts: approver.Facts{Node: n1},
+			policy: func(p *approver.Policy) { p.Keys.Ed25519 = true },
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved}},
+		{name: "a request signed by another key is denied", csr: raw(otherKey), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSignatureInvalid}},
+		{name: "a request that is not PEM is denied", csr: raw([]byte("not a certificate request")), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "an empty request is denied", csr: raw([]byte(" \n")), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "a CERTIFICATE block instead of a request is denied", csr: raw(certBlock), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "data after the PEM block is denied", csr: raw(append(append([]byte{}, good...), "trailing"...)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "data before the PEM block is denied", csr: raw(append([]byte("leading\n"), good...)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "two PEM blocks are denied", csr: raw(append(append([]byte{}, good...), pemOf(pki.Serving("n1", nil, ips("10.0.0.2")))...)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "a PEM block with headers is denied", csr: raw([]byte(strings.Replace(string(good), "-----\n", "-----\nProc-Type: 4,ENCRYPTED\n\n", 1))), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "a PEM block holding garbage DER is denied", csr: raw([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "surrounding white space is accepted", csr: raw(append(append([]byte("\n  "), good...), "\n\n"...)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved}},
+		{name: "a CSR for another signer is ignored", csr: servingN1(), facts: approver.Facts{Node: n1},
+			edit: func(c *certificatesv1.CertificateSigningRequest) { c.Spec.SignerName = "example.com/custom" },
+			want: approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonSignerNotHandled}},
+		{name: "a kube-apiserver-client CSR is never touched", csr: pki.ClientRenewal("n1"), facts: approver.Facts{Authorization: allowed},
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.SignerName = certificatesv1.KubeAPIServerClientSignerName
+			},
+			want: approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonSignerNotHandled}},
+		{name: "a CSR already approved is left alone", csr: servingN1(), facts: approver.Facts{Node: n1},
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue}}
+			},
+			want: approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonAlreadyDecided}},
+		{name: "a CSR already denied is left alone", csr: servingN1(), facts: approver.Facts{Node: n1},
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateDenied, Status: corev1.ConditionTrue}}
+			},
+			want: approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonAlreadyDecided}},
+	})
+}
+
+func TestEvaluateSiblings(t *testing.T) {
+	t.Parallel()
+	sib := func(name string, age time.Duration, s approver.State) approver.Sibling {
+		return approver.Sibling{Name: name, Created: now.Add(-age), State: s}
+	}
+	pending, approved, denied := approver.State{}, approver.State{Approved: true}, approver.State{Denied: true}
+	self := created(pki.ClientRenewal("n1"), now.Add(-20*time.Minute))
+	runEval(t, []evalCase{
+		{
+			name:  "an older pending request is superseded when a newer one was approved",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("newer", 5*time.Minute, approved)}},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSuperseded},
+		},
+		{
+			name:  "an older approved request does not supersede a newer one",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("older", time.Hour, approved)}},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "a newer request that is only pending does not supersede",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("newer", time.Minute, pending)}},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "the request is denied when three older ones are still pending",
+			csr:  self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("c", 40*time.Minute, pending), sib("d", 30*time.Minute, denied),
+			}},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManyPending},
+		},
+		{
+			name: "two older pending requests stay under the cap",
+			csr:  self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("d", 30*time.Minute, denied),
+			}},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "the cap is off at zero",
+			csr:    self,
+			policy: func(p *approver.Policy) { p.MaxPendingPerNode = 0 },
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("c", 40*time.Minute, pending),
+			}},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "siblings created in the same second are ordered by name",
+			csr:  self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				sib(self.Name+"z", 20*time.Minute, approved),
+			}},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSuperseded},
+		},
+		{
+			name:  "the CSR itself among its siblings is not counted",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib(self.Name, 20*time.Minute, approved)}},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+	})
+}
+
+func TestPlan(t *testing.T) {
+	t.Parallel()
+	bootstrapStrict := approver.DefaultPolicy()
+	bootstrapStrict.NodeClient.AllowBootstrapForExistingNode = false
+	resolving := approver.DefaultPolicy()
+	resolving.Serving.ResolveDNS = true
+	def := approver.DefaultPolicy()
+	bad := pki.ClientRenewal("n1")
+	bad.Request.Subject.Organization = []string{"system:masters"}
+	tests := []struct {
+		name   string
+		csr    pki.CSR
+		policy *approver.Policy
+		want   approver.Plan
+	}{
+		{"a renewal asks for selfnodeclient and its siblings", pki.ClientRenewal("n1"), &def,
+			approver.Plan{Permission: perm("selfnodeclient"), Siblings: true}},
+		{"a bootstrap request asks for nodeclient", pki.ClientBootstrap("n1", "abcdef"), &def,
+			approver.Plan{Permission: perm("nodeclient"), Siblings: true}},
+		{"a bootstrap request also reads the Node when existing nodes are refused", pki.ClientBootstrap("n1", "abcdef"), &bootstrapStrict,
+			approver.Plan{Permission: perm("nodeclient"), Node: "n1", Siblings: true}},
+		{"a serving request reads the Node its CommonName names", pki.Serving("n1", []string{"n2"}, nil), &def,
+			approver.Plan{Node: "n1", Siblings: true}},
+		{"a serving request asks for DNS answers when resolution is on", servingN1(), &resolving,
+			approver.Plan{Node: "n1", Siblings: true, ResolveDNS: true}},
+		{"a request that breaks a rule needs no facts", bad, &def, approver.Plan{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := approver.Read(pki.MustObject(t, tc.csr))
+			if diff := cmp.Diff(tc.want, approver.PlanFor(r, tc.policy)); diff != "" {
+				t.Errorf("PlanFor() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDNSNamesToResolve(t *testing.T) {
+	t.Parallel()
+	p := approver.DefaultPolicy()
+	p.Serving.ResolveDNS = true
+	p.Serving.DNSSuffixes = []string{"nodes.example.org"}
+	r := approver.Read(pki.MustObject(t, pki.Serving("n1", []string{"n1.example.com", "A.nodes.example.org.", "a.nodes.example.org", "other.example.net"}, nil)))
+	got := approver.DNSNamesToResolve(r, n1, &p)
+	if diff := cmp.Diff([]string{"a.nodes.example.org"}, got); diff != "" {
+		t.Errorf("DNSNamesToResolve() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func perm(sub string) *authorizationv1.ResourceAttributes {
+	return &authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Verb: "create", Subresource: sub, Version: "*"}
+}
+
+func pkixName(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }
+
+func created(c pki.CSR, at time.Time) pki.CSR { c.Created = at; return c }
+
+func runEval(t *testing.T, cases []evalCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := tc.csr
+			if c.Created.IsZero() {
+				c.Created = now.Add(-time.Minute)
+			}
+			obj := pki.MustObject(t, c)
+			if tc.edit != nil {
+				tc.edit(obj)
+			}
+			p := approver.DefaultPolicy()
+			if tc.policy != nil {
+				tc.policy(&p)
+			}
+			f := tc.facts
+			f.Now = now
+			r := approver.Read(obj)
+			got := approver.Evaluate(r, &f, &p)
+			if diff := cmp.Diff(tc.want, got, cmp.FilterPath(func(path cmp.Path) bool {
+				return path.Last().String() == ".Message" || (path.Last().String() == ".RetryAfter" && tc.want.RetryAfter == 0)
+			}, cmp.Ignore())); diff != "" {
+				t.Errorf("Evaluate() mismatch (-want +got):\n%s\nmessage: %s", diff, got.Message)
+			}
+			if got.Message == "" || !strings.HasSuffix(got.Message, ".") {
+				t.Errorf("message %q should be one full sentence", got.Message)
+			}
+			// A decision that needs facts must have asked for them.
+			plan := approver.PlanFor(r, &p)
+			if got.Verdict == approver.Approve && r.Kind == approver.KindNodeClient && plan.Permission == nil {
+				t.Errorf("approved a client CSR without planning a SubjectAccessReview")
+			}
+			if got.Verdict == approver.Approve && r.Kind == approver.KindServing && plan.Node != r.NodeName {
+				t.Errorf("approved a serving CSR without planning to read Node %q", r.NodeName)
+			}
+		})
+	}
+}

@@ -1,0 +1,37 @@
+package approver
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"fmt"
+	"slices"
+)
+
+// checkKey returns a KeyNotAllowed decision when the request's public key is
+// not one the policy accepts, or nil.
+func checkKey(x *x509.CertificateRequest, p KeyPolicy) *Decision {
+	var problem string
+	switch k := x.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if bits := k.N.BitLen(); bits < p.RSAMinBits {
+			problem = fmt.Sprintf("The request's RSA key has %d bits; approver.keys.rsaMinBits requires at least %d.", bits, p.RSAMinBits)
+		}
+	case *ecdsa.PublicKey:
+		if curve := k.Curve.Params().Name; !slices.Contains(p.ECDSACurves, curve) {
+			problem = fmt.Sprintf("The request's ECDSA key uses curve %s; approver.keys.ecdsaCurves allows %v.", curve, p.ECDSACurves)
+		}
+	case ed25519.PublicKey:
+		if !p.Ed25519 {
+			problem = "The request's key is Ed25519, which approver.keys.ed25519 does not allow."
+		}
+	default:
+		problem = fmt.Sprintf("The request's public key algorithm %s is not supported.", x.PublicKeyAlgorithm)
+	}
+	if problem == "" {
+		return nil
+	}
+	d := deny(ReasonKeyNotAllowed, problem)
+	return &d
+}

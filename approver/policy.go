@@ -1,0 +1,102 @@
+package approver
+
+import (
+	"net/netip"
+	"regexp"
+	"time"
+)
+
+// OnViolation says what to do with a CSR that a rule rejects, where the
+// configuration allows a choice.
+type OnViolation string
+
+const (
+	// DenyViolation writes the Denied condition (the default): the kubelet
+	// stops waiting and the operator sees why.
+	DenyViolation OnViolation = "deny"
+	// LeavePending leaves the CSR untouched, for clusters that run a second
+	// approver which may accept what this one does not.
+	LeavePending OnViolation = "leavePending"
+)
+
+// Policy is the approver's whole configuration, already validated (the config
+// package builds it from the configuration file).
+type Policy struct {
+	NodeClient NodeClientPolicy
+	Serving    ServingPolicy
+	Keys       KeyPolicy
+
+	// GracePeriod is how long after a CSR's creation missing facts (a Node not
+	// registered yet, no addresses, a DNS timeout, an authorizer error) are
+	// waited for before the CSR is denied.
+	GracePeriod time.Duration
+	// RetryInterval is how long to wait before looking at missing facts again.
+	RetryInterval time.Duration
+
+	// MaxPendingPerNode caps, per node and signer, how many older CSRs from the
+	// same requester may still be pending when a new one is decided; beyond
+	// it the new one is denied as TooManyPending. Zero disables the cap.
+	MaxPendingPerNode int
+}
+
+// NodeClientPolicy governs kubernetes.io/kube-apiserver-client-kubelet CSRs.
+type NodeClientPolicy struct {
+	Enabled bool
+	// OnInvalid applies to requests that fail the kubelet-client shape.
+	OnInvalid OnViolation
+	// OnUnauthorized applies when the SubjectAccessReview says no.
+	OnUnauthorized OnViolation
+	// AllowBootstrapForExistingNode lets a bootstrap identity obtain a client
+	// certificate for a Node that is already registered (Kubernetes does).
+	AllowBootstrapForExistingNode bool
+}
+
+// ServingPolicy governs kubernetes.io/kubelet-serving CSRs.
+type ServingPolicy struct {
+	Enabled bool
+	// MaxSANs bounds the number of DNS and IP SANs a request may carry.
+	MaxSANs int
+	// ClusterDomain is the cluster's service DNS domain; names under it are
+	// service names and never belong to a node.
+	ClusterDomain string
+
+	// Names and addresses beyond the Node's status.addresses.
+	DNSSuffixes []string         // canonical, without leading dot: "nodes.example.com"
+	DNSPatterns []*regexp.Regexp // anchored by the config package
+	IPPrefixes  []netip.Prefix
+	// ResolveDNS requires DNS names admitted through DNSSuffixes or
+	// DNSPatterns to resolve to one of the Node's IP addresses.
+	ResolveDNS bool
+}
+
+// KeyPolicy says which public keys a request may carry.
+type KeyPolicy struct {
+	RSAMinBits  int
+	ECDSACurves []string // "P-256", "P-384", "P-521"
+	Ed25519     bool
+}
+
+// DefaultPolicy is the policy of an empty configuration file: both kubelet
+// signers approved, everything denied that the rules reject.
+func DefaultPolicy() Policy {
+	return Policy{
+		NodeClient: NodeClientPolicy{
+			Enabled:                       true,
+			OnInvalid:                     DenyViolation,
+			OnUnauthorized:                DenyViolation,
+			AllowBootstrapForExistingNode: true,
+		},
+		Serving: ServingPolicy{
+			Enabled:       true,
+			MaxSANs:       64,
+			ClusterDomain: "cluster.local",
+		},
+		Keys: KeyPolicy{
+			RSAMinBits:  2048,
+			ECDSACurves: []string{"P-256", "P-384"},
+		},
+		GracePeriod:       15 * time.Minute,
+		RetryInterval:     30 * time.Second,
+		MaxPendingPerNode: 3,
+	}
+}

@@ -1,0 +1,179 @@
+package approver
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// NodeUserPrefix starts every node's user name and certificate CommonName.
+const NodeUserPrefix = "system:node:"
+
+// NodesGroup is the group every node belongs to, and the only Organization a
+// kubelet certificate may carry.
+const NodesGroup = "system:nodes"
+
+// Kind is what sort of kubelet request a CSR is, decided by its signer.
+type Kind int
+
+const (
+	// KindOther is a CSR for a signer this approver never touches.
+	KindOther Kind = iota
+	// KindNodeClient is a kubelet client certificate request
+	// (kubernetes.io/kube-apiserver-client-kubelet), bootstrap or renewal.
+	KindNodeClient
+	// KindServing is a kubelet serving certificate request
+	// (kubernetes.io/kubelet-serving).
+	KindServing
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindNodeClient:
+		return "node-client"
+	case KindServing:
+		return "kubelet-serving"
+	default:
+		return "other"
+	}
+}
+
+// KindOf classifies a signer name.
+func KindOf(signerName string) Kind {
+	switch signerName {
+	case certificatesv1.KubeAPIServerClientKubeletSignerName:
+		return KindNodeClient
+	case certificatesv1.KubeletServingSignerName:
+		return KindServing
+	default:
+		return KindOther
+	}
+}
+
+// Request is a CSR read once: the parsed x509 request and what it claims.
+// Reading never fails; a request that cannot be parsed or whose signature does
+// not verify carries the reason in Problem and is denied by Evaluate.
+type Request struct {
+	CSR  *certificatesv1.CertificateSigningRequest
+	Kind Kind
+	// X509 is nil when the PEM could not be parsed.
+	X509 *x509.CertificateRequest
+	// Problem says why the request is unusable (reason and message), or is nil.
+	Problem *Decision
+	// NodeName is the node the CommonName names ("" when the CN is not a
+	// node's).
+	NodeName string
+}
+
+// Read parses csr's request. It checks the signature, so a Request with no
+// Problem was signed by the key it carries.
+func Read(csr *certificatesv1.CertificateSigningRequest) *Request {
+	r := &Request{CSR: csr, Kind: KindOf(csr.Spec.SignerName)}
+	x, err := ParsePEM(csr.Spec.Request)
+	if err != nil {
+		d := deny(ReasonMalformedRequest, fmt.Sprintf("spec.request is not a usable certificate request: %v.", err))
+		r.Problem = &d
+		return r
+	}
+	r.X509 = x
+	r.NodeName = NodeNameFromCN(x.Subject.CommonName)
+	if err := x.CheckSignature(); err != nil {
+		d := deny(ReasonSignatureInvalid, fmt.Sprintf("The request's signature does not verify with the public key it carries: %v.", err))
+		r.Problem = &d
+	}
+	return r
+}
+
+// ParsePEM decodes a PEM certificate request strictly: exactly one block of
+// type CERTIFICATE REQUEST, no headers, nothing but white space around it.
+// The API server only looks at the first block; anything hidden after it is
+// refused here so that what is signed is what was reviewed.
+func ParsePEM(data []byte) (*x509.CertificateRequest, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return nil, errors.New("it is empty")
+	}
+	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
+		return nil, errors.New("data precedes the PEM block")
+	}
+	if n := bytes.Count(trimmed, []byte("-----BEGIN ")); n != 1 {
+		return nil, fmt.Errorf("it holds %d PEM blocks, want exactly one", n)
+	}
+	block, rest := pem.Decode(trimmed)
+	if block == nil {
+		return nil, errors.New("the PEM block does not decode")
+	}
+	if block.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("the PEM block type is %q, want \"CERTIFICATE REQUEST\"", block.Type)
+	}
+	if len(block.Headers) != 0 {
+		return nil, errors.New("the PEM block has headers")
+	}
+	if len(rest) != 0 {
+		return nil, errors.New("data follows the PEM block")
+	}
+	x, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// NodeNameFromCN returns the node name in a "system:node:<name>" CommonName,
+// or "" when cn is not of that form or the name is not a valid Node name.
+func NodeNameFromCN(cn string) string {
+	name, ok := strings.CutPrefix(cn, NodeUserPrefix)
+	if !ok || len(validation.IsDNS1123Subdomain(name)) != 0 {
+		return ""
+	}
+	return name
+}
+
+// CanonicalIP returns ip as an address that compares equal however it was
+// spelled: IPv4-mapped IPv6 addresses become IPv4, zones are refused.
+func CanonicalIP(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// ParseCanonicalIP parses s (as found in a Node's status.addresses) into its
+// canonical form.
+func ParseCanonicalIP(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// CanonicalDNS folds a DNS name for comparison: ASCII lower case, one trailing
+// dot removed. DNS is case-insensitive only for ASCII letters (RFC 4343).
+func CanonicalDNS(name string) string {
+	return strings.TrimSuffix(asciiLower(name), ".")
+}
+
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

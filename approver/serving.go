@@ -1,0 +1,230 @@
+package approver
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// ruleServingSANs checks the names and addresses of a serving request on
+// their own, before any Node is read: the kinds and number of SANs, their
+// spelling, and the names and addresses no node may ever own.
+func ruleServingSANs(r *Request, p *Policy) *Decision {
+	x := r.X509
+	if len(x.EmailAddresses) > 0 || len(x.URIs) > 0 {
+		d := deny(ReasonSANTypeNotAllowed, fmt.Sprintf("The request carries %d email and %d URI subject alternative names; kubelet serving certificates carry only DNS names and IP addresses.", len(x.EmailAddresses), len(x.URIs)))
+		return &d
+	}
+	n := len(x.DNSNames) + len(x.IPAddresses)
+	if n == 0 {
+		d := deny(ReasonNoSANs, "The request carries no DNS name or IP address; a serving certificate needs at least one.")
+		return &d
+	}
+	if p.Serving.MaxSANs > 0 && n > p.Serving.MaxSANs {
+		d := deny(ReasonTooManySANs, fmt.Sprintf("The request carries %d DNS names and IP addresses; approver.kubeletServing.maxSANs allows %d.", n, p.Serving.MaxSANs))
+		return &d
+	}
+	for _, name := range x.DNSNames {
+		if d := checkDNSName(name, p); d != nil {
+			return d
+		}
+	}
+	for _, ip := range x.IPAddresses {
+		a, ok := CanonicalIP(ip)
+		if !ok {
+			d := deny(ReasonSANInvalid, fmt.Sprintf("IP address %v is not a valid address.", ip))
+			return &d
+		}
+		if why := forbiddenIP(a); why != "" {
+			d := deny(ReasonSANForbidden, fmt.Sprintf("IP address %s is %s; no node may hold a certificate for it.", a, why))
+			return &d
+		}
+	}
+	return nil
+}
+
+func checkDNSName(name string, p *Policy) *Decision {
+	c := CanonicalDNS(name)
+	if strings.Contains(c, "*") {
+		d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is a wildcard; kubelet serving certificates name one host.", name))
+		return &d
+	}
+	if errs := validation.IsDNS1123Subdomain(c); len(errs) > 0 {
+		d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q is not a valid host name: %s.", name, errs[0]))
+		return &d
+	}
+	if why := forbiddenName(c, p.Serving.ClusterDomain); why != "" {
+		d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is %s; no node may hold a certificate for it.", name, why))
+		return &d
+	}
+	return nil
+}
+
+// forbiddenName says why a canonical DNS name may never be in a kubelet
+// serving certificate, or "".
+func forbiddenName(c, clusterDomain string) string {
+	switch {
+	case c == "localhost" || strings.HasSuffix(c, ".localhost") || c == "localhost.localdomain":
+		return "a loopback name"
+	case c == "kubernetes" || c == "kubernetes.default" || strings.HasPrefix(c, "kubernetes.default."):
+		return "the Kubernetes API server's service name"
+	case c == "svc" || strings.HasSuffix(c, ".svc"):
+		return "a service name"
+	case clusterDomain != "" && (c == clusterDomain || strings.HasSuffix(c, "."+clusterDomain)):
+		return "under the cluster domain " + clusterDomain
+	}
+	return ""
+}
+
+// forbiddenIP says why an address may never be in a kubelet serving
+// certificate, or "".
+func forbiddenIP(a netip.Addr) string {
+	switch {
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address"
+	}
+	return ""
+}
+
+// nodeAddresses are a Node's status.addresses in canonical form.
+type nodeAddresses struct {
+	ips   []netip.Addr
+	names []string
+}
+
+// addressesOf reads a Node's addresses: whatever parses as an IP is an IP
+// (the kubelet reports a Hostname that is an IP that way too), the rest are
+// DNS names.
+func addressesOf(n *corev1.Node) nodeAddresses {
+	var a nodeAddresses
+	for _, addr := range n.Status.Addresses {
+		if ip, ok := ParseCanonicalIP(addr.Address); ok {
+			a.ips = append(a.ips, ip)
+		} else if c := CanonicalDNS(addr.Address); c != "" {
+			a.names = append(a.names, c)
+		}
+	}
+	return a
+}
+
+// checkServingNode checks every SAN against the Node the CommonName names.
+// The Node is found by the CN, never by a name taken from the SANs.
+func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
+	if f.Node == nil {
+		d := waitOrDeny(r, f, p, ReasonNodeNotFound, fmt.Sprintf("Node %q is not registered.", r.NodeName))
+		return &d
+	}
+	own := addressesOf(f.Node)
+	if len(own.ips) == 0 && len(own.names) == 0 {
+		d := waitOrDeny(r, f, p, ReasonNodeHasNoAddresses, fmt.Sprintf("Node %q reports no addresses yet.", r.NodeName))
+		return &d
+	}
+	for _, ip := range r.X509.IPAddresses {
+		a, _ := CanonicalIP(ip) // checked by ruleServingSANs
+		if slices.Contains(own.ips, a) {
+			continue
+		}
+		if slices.ContainsFunc(p.Serving.IPPrefixes, func(pr netip.Prefix) bool { return pr.Contains(a) }) {
+			continue
+		}
+		d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("IP address %s is not one of Node %q's addresses %s; allow it with approver.kubeletServing.ipCIDRs.", a, r.NodeName, own.ipList()))
+		return &d
+	}
+	for _, name := range r.X509.DNSNames {
+		c := CanonicalDNS(name)
+		if slices.Contains(own.names, c) {
+			continue
+		}
+		if !p.extraNameAllowed(c) {
+			d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("DNS name %q is not one of Node %q's addresses %s; allow it with approver.kubeletServing.dnsSuffixes or dnsPatterns.", name, r.NodeName, own.nameList()))
+			return &d
+		}
+		if !p.Serving.ResolveDNS {
+			continue
+		}
+		if d := checkResolution(r, f, p, name, c, own); d != nil {
+			return d
+		}
+	}
+	return nil
+}
+
+// checkResolution requires a name admitted by suffix or pattern to resolve to
+// one of the Node's IP addresses.
+func checkResolution(r *Request, f *Facts, p *Policy, name, c string, own nodeAddresses) *Decision {
+	l, ok := f.Lookups[c]
+	if !ok {
+		return missingFact("the DNS lookup of " + c)
+	}
+	if l.Err != nil {
+		if l.Temporary {
+			d := waitOrDeny(r, f, p, ReasonDNSResolutionFailed, fmt.Sprintf("DNS name %q could not be resolved: %v.", name, l.Err))
+			return &d
+		}
+		d := deny(ReasonDNSResolutionFailed, fmt.Sprintf("DNS name %q does not resolve (%v); approver.kubeletServing.dnsResolution requires it to resolve to one of Node %q's addresses.", name, l.Err, r.NodeName))
+		return &d
+	}
+	for _, a := range l.Addrs {
+		if slices.Contains(own.ips, a.Unmap()) {
+			return nil
+		}
+	}
+	d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("DNS name %q resolves to %v, none of which is one of Node %q's addresses %s (approver.kubeletServing.dnsResolution).", name, l.Addrs, r.NodeName, own.ipList()))
+	return &d
+}
+
+// DNSNamesToResolve lists the canonical DNS names of r that Evaluate will
+// want resolved given the Node: those admitted by suffix or pattern rather
+// than by the Node's own addresses.
+func DNSNamesToResolve(r *Request, node *corev1.Node, p *Policy) []string {
+	if r.X509 == nil || node == nil || !p.Serving.ResolveDNS {
+		return nil
+	}
+	own := addressesOf(node)
+	var out []string
+	for _, name := range r.X509.DNSNames {
+		c := CanonicalDNS(name)
+		if !slices.Contains(own.names, c) && p.extraNameAllowed(c) && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// extraNameAllowed reports whether a canonical DNS name is admitted by
+// approver.kubeletServing.dnsSuffixes or dnsPatterns.
+func (p *Policy) extraNameAllowed(c string) bool {
+	for _, s := range p.Serving.DNSSuffixes {
+		if strings.HasSuffix(c, "."+s) {
+			return true
+		}
+	}
+	for _, re := range p.Serving.DNSPatterns {
+		if re.MatchString(c) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a nodeAddresses) ipList() string {
+	s := make([]string, len(a.ips))
+	for i, ip := range a.ips {
+		s[i] = ip.String()
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func (a nodeAddresses) nameList() string { return "[" + strings.Join(a.names, " ") + "]" }

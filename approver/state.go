@@ -1,0 +1,70 @@
+package approver
+
+import (
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// State summarises a CSR's conditions as `kubectl get csr` shows them.
+type State struct {
+	Approved bool
+	Denied   bool
+	Failed   bool
+	Issued   bool // status.certificate is set
+}
+
+// Pending reports a CSR that nobody has approved or denied yet.
+func (s State) Pending() bool { return !s.Approved && !s.Denied }
+
+// StateOf reads the state of csr. Only conditions with status True count, as
+// in Kubernetes.
+func StateOf(csr *certificatesv1.CertificateSigningRequest) State {
+	s := State{Issued: len(csr.Status.Certificate) > 0}
+	for _, c := range csr.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case certificatesv1.CertificateApproved:
+			s.Approved = true
+		case certificatesv1.CertificateDenied:
+			s.Denied = true
+		case certificatesv1.CertificateFailed:
+			s.Failed = true
+		}
+	}
+	return s
+}
+
+// Sibling is another CSR for the same signer, node and requester, as far as
+// the flood rules need to know it.
+type Sibling struct {
+	Name    string
+	Created time.Time
+	State   State
+}
+
+// SiblingOf summarises csr for the flood rules.
+func SiblingOf(csr *certificatesv1.CertificateSigningRequest) Sibling {
+	return Sibling{Name: csr.Name, Created: csr.CreationTimestamp.Time, State: StateOf(csr)}
+}
+
+// SiblingKey groups CSRs that compete for the same certificate: one signer,
+// one node, one requester. It is "" for CSRs the flood rules do not apply to.
+func SiblingKey(csr *certificatesv1.CertificateSigningRequest, nodeName string) string {
+	if nodeName == "" || KindOf(csr.Spec.SignerName) == KindOther {
+		return ""
+	}
+	return csr.Spec.SignerName + "|" + nodeName + "|" + csr.Spec.Username
+}
+
+// newer reports whether a was created after b; names break ties so that the
+// order is total.
+func newer(a, b Sibling) bool {
+	if !a.Created.Equal(b.Created) {
+		return a.Created.After(b.Created)
+	}
+	return a.Name > b.Name
+}

@@ -1,0 +1,321 @@
+// Package pki generates the keys, certificate requests, CSR objects and CAs
+// that every test, the demo and the benchmark use, with real randomness from
+// crypto/rand. Functions return errors; the Must variants fail a test.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Key algorithms NewKey knows.
+const (
+	ECDSAP256 = "ecdsa-p256"
+	ECDSAP384 = "ecdsa-p384"
+	ECDSAP521 = "ecdsa-p521"
+	ECDSAP224 = "ecdsa-p224"
+	RSA1024   = "rsa-1024"
+	RSA2048   = "rsa-2048"
+	RSA3072   = "rsa-3072"
+	Ed25519   = "ed25519"
+)
+
+// NewKey returns a fresh private key of the given algorithm.
+func NewKey(alg string) (crypto.Signer, error) {
+	switch alg {
+	case ECDSAP256:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case ECDSAP384:
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case ECDSAP521:
+		return ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	case ECDSAP224:
+		return ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	case RSA1024:
+		return rsa.GenerateKey(rand.Reader, 1024) //nolint:gosec // weak on purpose: tests that it is refused
+	case RSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case RSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	case Ed25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
+	}
+	return nil, fmt.Errorf("unknown key algorithm %q", alg)
+}
+
+// MustKey is NewKey for tests.
+func MustKey(t testing.TB, alg string) crypto.Signer {
+	t.Helper()
+	k, err := NewKey(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Request describes an x509 certificate request.
+type Request struct {
+	Subject        pkix.Name
+	DNSNames       []string
+	IPAddresses    []net.IP
+	EmailAddresses []string
+	URIs           []*url.URL
+	// Key signs the request; nil means a fresh ECDSA P-256 key, as a kubelet
+	// makes for every request.
+	Key crypto.Signer
+}
+
+// PEM returns the request, signed, as a PEM block.
+func (r Request) PEM() ([]byte, error) {
+	key := r.Key
+	if key == nil {
+		var err error
+		if key, err = NewKey(ECDSAP256); err != nil {
+			return nil, err
+		}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject:        r.Subject,
+		DNSNames:       r.DNSNames,
+		IPAddresses:    r.IPAddresses,
+		EmailAddresses: r.EmailAddresses,
+		URIs:           r.URIs,
+	}, key)
+	if err != nil {
+		return nil, fmt.Errorf("create certificate request: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// CSR describes a CertificateSigningRequest object as the API server stores
+// it, with spec.username and groups as the authenticator set them.
+type CSR struct {
+	Name              string
+	SignerName        string
+	Username          string
+	UID               string
+	Groups            []string
+	Extra             map[string]certificatesv1.ExtraValue
+	Usages            []certificatesv1.KeyUsage
+	ExpirationSeconds *int32
+	Created           time.Time
+	Request           Request
+	// RequestPEM, when set, is used as spec.request instead of Request.
+	RequestPEM []byte
+}
+
+// Object builds the CSR object.
+func (c CSR) Object() (*certificatesv1.CertificateSigningRequest, error) {
+	req := c.RequestPEM
+	if req == nil {
+		var err error
+		if req, err = c.Request.PEM(); err != nil {
+			return nil, err
+		}
+	}
+	return &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: c.Name, CreationTimestamp: metav1.NewTime(c.Created)},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:           req,
+			SignerName:        c.SignerName,
+			Username:          c.Username,
+			UID:               c.UID,
+			Groups:            c.Groups,
+			Extra:             c.Extra,
+			Usages:            c.Usages,
+			ExpirationSeconds: c.ExpirationSeconds,
+		},
+	}, nil
+}
+
+// MustObject is Object for tests.
+func MustObject(t testing.TB, c CSR) *certificatesv1.CertificateSigningRequest {
+	t.Helper()
+	o, err := c.Object()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// Kubelet identities and usages, as the kubelet and the API server set them.
+var (
+	NodeGroups      = []string{"system:nodes", "system:authenticated"}
+	BootstrapGroups = []string{"system:bootstrappers", "system:authenticated"}
+	ClientUsages    = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}
+	ServingUsages   = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}
+)
+
+// NodeSubject is the subject a kubelet puts in its requests.
+func NodeSubject(node string) pkix.Name {
+	return pkix.Name{CommonName: "system:node:" + node, Organization: []string{"system:nodes"}}
+}
+
+// ClientRenewal is a kubelet client certificate renewal by the node itself.
+func ClientRenewal(node string) CSR {
+	return CSR{
+		Name:       "csr-" + node + "-client",
+		SignerName: certificatesv1.KubeAPIServerClientKubeletSignerName,
+		Username:   "system:node:" + node,
+		Groups:     NodeGroups,
+		Usages:     ClientUsages,
+		Request:    Request{Subject: NodeSubject(node)},
+	}
+}
+
+// ClientBootstrap is a kubelet's first client certificate request, made with
+// bootstrap token tokenID.
+func ClientBootstrap(node, tokenID string) CSR {
+	c := ClientRenewal(node)
+	c.Name = "csr-" + node + "-bootstrap"
+	c.Username = "system:bootstrap:" + tokenID
+	c.Groups = BootstrapGroups
+	return c
+}
+
+// Serving is a kubelet serving certificate request for the given names and
+// addresses.
+func Serving(node string, dnsNames []string, ips []net.IP) CSR {
+	return CSR{
+		Name:       "csr-" + node + "-serving",
+		SignerName: certificatesv1.KubeletServingSignerName,
+		Username:   "system:node:" + node,
+		Groups:     NodeGroups,
+		Usages:     ServingUsages,
+		Request:    Request{Subject: NodeSubject(node), DNSNames: dnsNames, IPAddresses: ips},
+	}
+}
+
+// CA is a certificate authority for tests: a self-signed (or intermediate)
+// certificate and its key, in parsed and PEM form.
+type CA struct {
+	Cert    *x509.Certificate
+	Key     crypto.Signer
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// CAOptions describe a CA to make.
+type CAOptions struct {
+	CommonName string
+	KeyAlg     string    // default ECDSAP256
+	NotBefore  time.Time // default now - 1h
+	NotAfter   time.Time // default now + 10 years
+	// Parent signs the new CA; nil makes it self-signed.
+	Parent *CA
+}
+
+// NewCA makes a CA certificate and key.
+func NewCA(o CAOptions) (*CA, error) {
+	if o.CommonName == "" {
+		o.CommonName = "kubelet-csr-controller test CA"
+	}
+	if o.KeyAlg == "" {
+		o.KeyAlg = ECDSAP256
+	}
+	now := time.Now()
+	if o.NotBefore.IsZero() {
+		o.NotBefore = now.Add(-time.Hour)
+	}
+	if o.NotAfter.IsZero() {
+		o.NotAfter = now.Add(10 * 365 * 24 * time.Hour)
+	}
+	key, err := NewKey(o.KeyAlg)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: o.CommonName},
+		NotBefore:             o.NotBefore,
+		NotAfter:              o.NotAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	parent, parentKey := tmpl, key
+	if o.Parent != nil {
+		parent, parentKey = o.Parent.Cert, o.Parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{
+		Cert:    cert,
+		Key:     key,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}, nil
+}
+
+// MustCA is NewCA for tests.
+func MustCA(t testing.TB, o CAOptions) *CA {
+	t.Helper()
+	ca, err := NewCA(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// SignedByOtherKey returns reqPEM with its signature replaced by one made
+// with other: the request still parses but its signature does not verify.
+func SignedByOtherKey(reqPEM []byte, other crypto.Signer) ([]byte, error) {
+	block, _ := pem.Decode(reqPEM)
+	if block == nil {
+		return nil, fmt.Errorf("no PEM block")
+	}
+	var csr struct {
+		Info      asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(block.Bytes, &csr); err != nil {
+		return nil, err
+	}
+	// Sign the same content with the other key, then keep the original
+	// algorithm identifier so that only the key differs.
+	sum := sha256.Sum256(csr.Info.FullBytes)
+	sig, err := other.Sign(rand.Reader, sum[:], crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	csr.Signature = asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}
+	out, err := asn1.Marshal(csr)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: out}), nil
+}
