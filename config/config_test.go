@@ -1,0 +1,207 @@
+package config_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/config"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+)
+
+const header = "apiVersion: config.nodecsr.io/v1alpha1\nkind: ControllerConfig\n"
+
+func TestSampleIsTheDefaults(t *testing.T) {
+	t.Parallel()
+	sample, warns, err := config.Load(filepath.Join("samples", "controller-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 0 {
+		t.Errorf("the sample should load without warnings, got %q", warns)
+	}
+	empty, _, err := config.Parse(nil, "empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(empty, sample, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("the sample must document exactly the defaults (-empty +sample):\n%s", diff)
+	}
+	if diff := cmp.Diff(approver.DefaultPolicy(), empty.ApproverPolicy(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("an empty file must give approver.DefaultPolicy (-want +got):\n%s", diff)
+	}
+}
+
+func TestThreeMistakesGiveThreeFieldPathErrors(t *testing.T) {
+	t.Parallel()
+	_, _, err := config.Parse([]byte(header+`
+approver:
+  mode: strict
+signers:
+  - name: kubernetes.io/kubelet-serving
+  - name: kubernetes.io/kube-apiserver-client-kubelet
+    duration: 30s
+manager:
+  workres: {approver: 4}
+`), "test.yaml")
+	var cerr *config.Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("want *config.Error, got %v", err)
+	}
+	want := []string{
+		`unknown field "manager.workres"`,
+		`approver.mode: Unsupported value: "strict": supported values: "enforce", "dryRun"`,
+		`signers[1].duration: Invalid value: "30s": must be at least 1m0s`,
+	}
+	if diff := cmp.Diff(want, cerr.Problems); diff != "" {
+		t.Errorf("problems mismatch (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(err.Error(), "test.yaml") {
+		t.Errorf("the error should name the file: %v", err)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings, one per problem, in order
+	}{
+		{"a wrong apiVersion is refused", "apiVersion: v1\nkind: ControllerConfig\n", []string{"apiVersion: Invalid value"}},
+		{"a missing kind is refused", "apiVersion: config.nodecsr.io/v1alpha1\n", []string{"kind: Invalid value"}},
+		{"a duplicate key is refused", header + "approver:\n  mode: enforce\n  mode: dryRun\n", []string{`key "mode" already set`}},
+		{"a wrong type is refused", header + "approver:\n  maxPendingPerNode: many\n", []string{"maxPendingPerNode"}},
+		{"field names are case sensitive", header + "approver:\n  Mode: enforce\n", []string{`unknown field "approver.Mode"`}},
+		{"an RSA floor below 2048 is refused", header + "approver:\n  keys: {rsaMinBits: 1024}\n", []string{"approver.keys.rsaMinBits"}},
+		{"an unknown curve is refused", header + "approver:\n  keys: {ecdsaCurves: [P-224]}\n", []string{"approver.keys.ecdsaCurves[0]: Unsupported value"}},
+		{"a repeated curve is refused", header + "approver:\n  keys: {ecdsaCurves: [P-256, P-256]}\n", []string{"approver.keys.ecdsaCurves[1]: Duplicate"}},
+		{"an unknown onInvalid is refused", header + "approver:\n  nodeClient: {onInvalid: ignore}\n", []string{"approver.nodeClient.onInvalid: Unsupported value"}},
+		{"a single-label DNS suffix is refused", header + "approver:\n  kubeletServing: {dnsSuffixes: [com]}\n", []string{"approver.kubeletServing.dnsSuffixes[0]: Invalid value: \"com\": must have at least two labels"}},
+		{"a DNS suffix that is not a name is refused", header + "approver:\n  kubeletServing: {dnsSuffixes: [\"bad_suffix.example\"]}\n", []string{"approver.kubeletServing.dnsSuffixes[0]"}},
+		{"a pattern that does not compile is refused", header + "approver:\n  kubeletServing: {dnsPatterns: [\"(\"]}\n", []string{"approver.kubeletServing.dnsPatterns[0]"}},
+		{"a CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {ipCIDRs: [10.0.0.0]}\n", []string{"approver.kubeletServing.ipCIDRs[0]"}},
+		{"a CIDR admitting every address is refused", header + "approver:\n  kubeletServing: {ipCIDRs: [\"::/0\"]}\n", []string{"must not admit every address"}},
+		{"a zero DNS timeout is refused when resolution is on", header + "approver:\n  kubeletServing: {dnsResolution: {enabled: true, timeout: 0s}}\n", []string{"approver.kubeletServing.dnsResolution.timeout"}},
+		{"an unknown signer is refused", header + "signers: [{name: example.com/x}]\n", []string{"signers[0].name: Unsupported value"}},
+		{"a repeated signer is refused", header + "signers: [{name: kubernetes.io/kubelet-serving}, {name: kubernetes.io/kubelet-serving}]\n", []string{"signers[1].name: Duplicate value"}},
+		{"a signer without CA files is refused", header + "ca: {certFile: \"\", keyFile: \"\"}\nsigners: [{name: kubernetes.io/kubelet-serving}]\n", []string{"ca.certFile: Required value", "ca.keyFile: Required value"}},
+		{"a signer's own CA is checked under its path", header + "signers: [{name: kubernetes.io/kubelet-serving, ca: {certFile: a.crt}}]\n", []string{"signers[0].ca.keyFile: Required value"}},
+		{"minDuration above duration is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, duration: 1h, minDuration: 2h}]\n", []string{"signers[0].minDuration"}},
+		{"a negative backdate is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, backdate: -1m}]\n", []string{"signers[0].backdate"}},
+		{"a pending age under 15m is refused", header + "cleaner: {deletePendingAfter: 5m}\n", []string{"cleaner.deletePendingAfter"}},
+		{"zero workers are refused", header + "manager: {workers: {signer: 0}}\n", []string{"manager.workers.signer"}},
+		{"renewDeadline must exceed 1.2 x retryPeriod", header + "manager: {leaderElection: {renewDeadline: 2s}}\n", []string{"manager.leaderElection.renewDeadline"}},
+		{"leaseDuration must exceed renewDeadline", header + "manager: {leaderElection: {leaseDuration: 10s}}\n", []string{"manager.leaderElection.leaseDuration"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, _, err := config.Parse([]byte(tc.yaml), "t")
+			var cerr *config.Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("want a *config.Error, got %v", err)
+			}
+			if len(cerr.Problems) != len(tc.want) {
+				t.Fatalf("want %d problems, got %q", len(tc.want), cerr.Problems)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(cerr.Problems[i], w) {
+					t.Errorf("problem %d = %q, want it to contain %q", i, cerr.Problems[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	t.Parallel()
+	c, warns, err := config.Parse([]byte(header+`
+approver:
+  mode: dryRun
+signers:
+  - name: kubernetes.io/kubelet-serving
+    duration: 2m
+`), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 2 || !strings.Contains(warns[0], "dryRun") || !strings.Contains(warns[1], "signers[0].duration") {
+		t.Errorf("want a dryRun and a short-duration warning, got %q", warns)
+	}
+	if got := c.Signers[0].MinDuration.Duration; got != 2*time.Minute {
+		t.Errorf("a short duration should bring the default minDuration down with it, got %s", got)
+	}
+}
+
+func TestConversion(t *testing.T) {
+	t.Parallel()
+	c, _, err := config.Parse([]byte(header+`
+approver:
+  maxPendingPerNode: 0
+  nodeClient: {onUnauthorized: leavePending, bootstrap: {allowExistingNode: false}}
+  kubeletServing:
+    clusterDomain: Corp.K8s.
+    dnsSuffixes: [".Nodes.Example.COM."]
+    dnsPatterns: ["ip-[0-9-]+\\.ec2\\.internal"]
+    ipCIDRs: [192.0.2.7/24]
+    dnsResolution: {enabled: true}
+ca: {certFile: /ca/all.crt, keyFile: /ca/all.key}
+signers:
+  - name: kubernetes.io/kubelet-serving
+    duration: 24h
+    backdate: 0s
+    includeChain: true
+  - name: kubernetes.io/kube-apiserver-client
+    ca: {certFile: /ca/client.crt, keyFile: /ca/client.key}
+`), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.ApproverPolicy()
+	if p.MaxPendingPerNode != 0 || p.NodeClient.OnUnauthorized != approver.LeavePending || p.NodeClient.AllowBootstrapForExistingNode {
+		t.Errorf("approver fields not converted: %+v", p)
+	}
+	if diff := cmp.Diff([]string{"nodes.example.com"}, p.Serving.DNSSuffixes); diff != "" {
+		t.Errorf("suffixes are folded: %s", diff)
+	}
+	if p.Serving.ClusterDomain != "corp.k8s" {
+		t.Errorf("cluster domain = %q, want corp.k8s", p.Serving.ClusterDomain)
+	}
+	if len(p.Serving.DNSPatterns) != 1 || !p.Serving.DNSPatterns[0].MatchString("ip-10-0-0-1.ec2.internal") || p.Serving.DNSPatterns[0].MatchString("x.ip-10-0-0-1.ec2.internal") {
+		t.Errorf("patterns must match whole names only")
+	}
+	if diff := cmp.Diff([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, p.Serving.IPPrefixes, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("CIDRs are masked: %s", diff)
+	}
+	want := []signer.Config{
+		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true},
+		{Name: "kubernetes.io/kube-apiserver-client", CertFile: "/ca/client.crt", KeyFile: "/ca/client.key", Duration: signer.DefaultDuration, MinDuration: signer.DefaultMinDuration, Backdate: signer.DefaultBackdate},
+	}
+	if diff := cmp.Diff(want, c.SignerConfigs()); diff != "" {
+		t.Errorf("SignerConfigs() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
+	_, _, err := config.Load(filepath.Join(t.TempDir(), "absent.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("want a no-such-file error, got %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("approver: [unbalanced"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), "not valid YAML") {
+		t.Errorf("want a YAML error, got %v", err)
+	}
+}

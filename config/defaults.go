@@ -1,0 +1,108 @@
+package config
+
+import (
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+)
+
+// Default CA files: where the Helm chart mounts the CA Secret.
+const (
+	DefaultCACertFile = "/etc/kubelet-csr-controller/ca/tls.crt"
+	DefaultCAKeyFile  = "/etc/kubelet-csr-controller/ca/tls.key"
+)
+
+// DefaultSigners are the signers of a configuration that lists none.
+var DefaultSigners = []string{
+	certificatesv1.KubeletServingSignerName,
+	certificatesv1.KubeAPIServerClientKubeletSignerName,
+}
+
+func duration(d time.Duration) metav1.Duration { return metav1.Duration{Duration: d} }
+
+// Default returns the configuration of an empty file. Loading decodes the file
+// over it, so every field the file leaves out keeps its default.
+//
+// Workers and client limits are sized so that the controller is never the
+// bottleneck: one CSR costs about five API requests, and a burst of a
+// thousand CSRs should be limited by the API server, not by this process.
+func Default() *ControllerConfig {
+	p := approver.DefaultPolicy()
+	return &ControllerConfig{
+		APIVersion: APIVersion,
+		Kind:       Kind,
+		Approver: Approver{
+			Mode:              ModeEnforce,
+			GracePeriod:       duration(p.GracePeriod),
+			RetryInterval:     duration(p.RetryInterval),
+			MaxPendingPerNode: p.MaxPendingPerNode,
+			Keys: Keys{
+				RSAMinBits:  p.Keys.RSAMinBits,
+				ECDSACurves: p.Keys.ECDSACurves,
+				Ed25519:     p.Keys.Ed25519,
+			},
+			NodeClient: NodeClient{
+				Enabled:        p.NodeClient.Enabled,
+				OnInvalid:      string(p.NodeClient.OnInvalid),
+				OnUnauthorized: string(p.NodeClient.OnUnauthorized),
+				Bootstrap:      Bootstrap{AllowExistingNode: p.NodeClient.AllowBootstrapForExistingNode},
+			},
+			KubeletServing: KubeletServing{
+				Enabled:       p.Serving.Enabled,
+				MaxSANs:       p.Serving.MaxSANs,
+				ClusterDomain: p.Serving.ClusterDomain,
+				DNSResolution: DNSResolution{Timeout: duration(2 * time.Second)},
+			},
+		},
+		Cleaner: Cleaner{
+			Enabled:                     true,
+			DeleteIssuedAfter:           duration(time.Hour),
+			DeleteDeniedAfter:           duration(time.Hour),
+			DeleteFailedAfter:           duration(time.Hour),
+			DeletePendingAfter:          duration(24 * time.Hour),
+			DeleteApprovedUnissuedAfter: duration(24 * time.Hour),
+			DeleteExpired:               true,
+		},
+		Manager: Manager{
+			Workers:     Workers{Approver: 16, Signer: 16, Cleaner: 2},
+			ClientQPS:   1000,
+			ClientBurst: 2000,
+			LeaderElection: LeaderElection{
+				LeaseName:     "kubelet-csr-controller",
+				LeaseDuration: duration(15 * time.Second),
+				RenewDeadline: duration(10 * time.Second),
+				RetryPeriod:   duration(2 * time.Second),
+			},
+		},
+	}
+}
+
+// setDefaults fills what decoding over Default cannot: the signer list and
+// the fields of each listed signer.
+func setDefaults(c *ControllerConfig) {
+	if c.Signers == nil {
+		for _, name := range DefaultSigners {
+			c.Signers = append(c.Signers, Signer{Name: name})
+		}
+	}
+	if c.CA == nil {
+		c.CA = &CAFiles{CertFile: DefaultCACertFile, KeyFile: DefaultCAKeyFile}
+	}
+	for i := range c.Signers {
+		s := &c.Signers[i]
+		if s.Duration == nil {
+			s.Duration = &metav1.Duration{Duration: signer.DefaultDuration}
+		}
+		if s.MinDuration == nil {
+			// A short duration (a demo) brings the floor down with it.
+			s.MinDuration = &metav1.Duration{Duration: max(min(signer.DefaultMinDuration, s.Duration.Duration), minSignerDuration)}
+		}
+		if s.Backdate == nil {
+			s.Backdate = &metav1.Duration{Duration: signer.DefaultBackdate}
+		}
+	}
+}

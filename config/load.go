@@ -1,0 +1,136 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+)
+
+// Error is a configuration that cannot be used: every problem found, each
+// with its field path.
+type Error struct {
+	Source   string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("configuration %s is invalid:\n  %s", e.Source, strings.Join(e.Problems, "\n  "))
+}
+
+// Load reads, decodes, defaults and validates the configuration file at path.
+// An empty path gives the defaults. Warnings are returned for the caller to
+// log.
+func Load(path string) (*ControllerConfig, []string, error) {
+	if path == "" {
+		return Parse(nil, "(defaults)")
+	}
+	data, err := os.ReadFile(path) //nolint:gosec // the path is the operator's --config flag
+	if err != nil {
+		return nil, nil, &Error{Source: path, Problems: []string{err.Error()}}
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes data strictly over the defaults: an unknown or misspelled
+// field, a duplicate key or a wrong type is an error. source names the data
+// in errors.
+func Parse(data []byte, source string) (*ControllerConfig, []string, error) {
+	c := Default()
+	var problems []string
+	if len(strings.TrimSpace(string(data))) > 0 {
+		// A file must say what it is; only an empty one stands for defaults.
+		c.APIVersion, c.Kind = "", ""
+		js, err := yaml.YAMLToJSONStrict(data)
+		if err != nil {
+			return nil, nil, &Error{Source: source, Problems: []string{"not valid YAML: " + err.Error()}}
+		}
+		strict, err := kjson.UnmarshalStrict(js, c)
+		if err != nil {
+			return nil, nil, &Error{Source: source, Problems: []string{err.Error()}}
+		}
+		// Unknown and duplicate fields are reported together with what
+		// validation finds in the rest, so one run shows every problem.
+		for _, e := range strict {
+			problems = append(problems, e.Error())
+		}
+	}
+	setDefaults(c)
+	errs, warns := Validate(c)
+	for _, e := range errs {
+		problems = append(problems, e.Error())
+	}
+	if len(problems) > 0 {
+		return nil, nil, &Error{Source: source, Problems: problems}
+	}
+	return c, warns, nil
+}
+
+// ApproverPolicy converts the approver section of a validated configuration.
+func (c *ControllerConfig) ApproverPolicy() approver.Policy {
+	a := &c.Approver
+	s := &a.KubeletServing
+	p := approver.Policy{
+		NodeClient: approver.NodeClientPolicy{
+			Enabled:                       a.NodeClient.Enabled,
+			OnInvalid:                     approver.OnViolation(a.NodeClient.OnInvalid),
+			OnUnauthorized:                approver.OnViolation(a.NodeClient.OnUnauthorized),
+			AllowBootstrapForExistingNode: a.NodeClient.Bootstrap.AllowExistingNode,
+		},
+		Serving: approver.ServingPolicy{
+			Enabled:       s.Enabled,
+			MaxSANs:       s.MaxSANs,
+			ClusterDomain: approver.CanonicalDNS(s.ClusterDomain),
+			ResolveDNS:    s.DNSResolution.Enabled,
+		},
+		Keys: approver.KeyPolicy{
+			RSAMinBits:  a.Keys.RSAMinBits,
+			ECDSACurves: a.Keys.ECDSACurves,
+			Ed25519:     a.Keys.Ed25519,
+		},
+		GracePeriod:       a.GracePeriod.Duration,
+		RetryInterval:     a.RetryInterval.Duration,
+		MaxPendingPerNode: a.MaxPendingPerNode,
+	}
+	for _, suffix := range s.DNSSuffixes {
+		p.Serving.DNSSuffixes = append(p.Serving.DNSSuffixes, canonicalSuffix(suffix))
+	}
+	for _, pattern := range s.DNSPatterns {
+		re, err := compilePattern(pattern)
+		if err != nil {
+			panic(fmt.Sprintf("config not validated: dnsPatterns %q: %v", pattern, err))
+		}
+		p.Serving.DNSPatterns = append(p.Serving.DNSPatterns, re)
+	}
+	for _, cidr := range s.IPCIDRs {
+		p.Serving.IPPrefixes = append(p.Serving.IPPrefixes, netip.MustParsePrefix(cidr).Masked())
+	}
+	return p
+}
+
+// SignerConfigs converts the signers of a validated configuration.
+func (c *ControllerConfig) SignerConfigs() []signer.Config {
+	out := make([]signer.Config, 0, len(c.Signers))
+	for _, s := range c.Signers {
+		ca := c.CA
+		if s.CA != nil {
+			ca = s.CA
+		}
+		out = append(out, signer.Config{
+			Name:         s.Name,
+			CertFile:     ca.CertFile,
+			KeyFile:      ca.KeyFile,
+			Duration:     s.Duration.Duration,
+			MinDuration:  s.MinDuration.Duration,
+			Backdate:     s.Backdate.Duration,
+			IncludeChain: s.IncludeChain,
+		})
+	}
+	return out
+}

@@ -1,0 +1,255 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+)
+
+// Bounds that validation enforces.
+const (
+	minSignerDuration = time.Minute
+	warnSignerBelow   = 10 * time.Minute
+	maxBackdate       = time.Hour
+	maxWorkers        = 256
+)
+
+var ecdsaCurves = []string{"P-256", "P-384", "P-521"}
+
+// Validate checks c (defaults already applied) and returns every problem with
+// its field path, and warnings about settings that work but deserve a look.
+func Validate(c *ControllerConfig) (field.ErrorList, []string) {
+	var errs field.ErrorList
+	var warns []string
+	if c.APIVersion != APIVersion {
+		errs = append(errs, field.Invalid(field.NewPath("apiVersion"), c.APIVersion, "must be "+APIVersion))
+	}
+	if c.Kind != Kind {
+		errs = append(errs, field.Invalid(field.NewPath("kind"), c.Kind, "must be "+Kind))
+	}
+	e, w := validateApprover(&c.Approver, field.NewPath("approver"))
+	errs, warns = append(errs, e...), append(warns, w...)
+	e, w = validateSigners(c, field.NewPath("signers"))
+	errs, warns = append(errs, e...), append(warns, w...)
+	errs = append(errs, validateCleaner(&c.Cleaner, field.NewPath("cleaner"))...)
+	errs = append(errs, validateManager(&c.Manager, field.NewPath("manager"))...)
+	return errs, warns
+}
+
+func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
+	var errs field.ErrorList
+	var warns []string
+	switch a.Mode {
+	case ModeEnforce:
+	case ModeDryRun:
+		warns = append(warns, "approver.mode is dryRun: decisions are logged and reported but no CSR is approved or denied")
+	default:
+		errs = append(errs, field.NotSupported(p.Child("mode"), a.Mode, []Mode{ModeEnforce, ModeDryRun}))
+	}
+	errs = append(errs, positive(p.Child("gracePeriod"), a.GracePeriod.Duration, 0)...)
+	errs = append(errs, positive(p.Child("retryInterval"), a.RetryInterval.Duration, time.Second)...)
+	if a.MaxPendingPerNode < 0 {
+		errs = append(errs, field.Invalid(p.Child("maxPendingPerNode"), a.MaxPendingPerNode, "must be 0 (no cap) or more"))
+	}
+
+	k := p.Child("keys")
+	if a.Keys.RSAMinBits < 2048 || a.Keys.RSAMinBits > 16384 {
+		errs = append(errs, field.Invalid(k.Child("rsaMinBits"), a.Keys.RSAMinBits, "must be between 2048 and 16384"))
+	}
+	for i, c := range a.Keys.ECDSACurves {
+		if !slices.Contains(ecdsaCurves, c) {
+			errs = append(errs, field.NotSupported(k.Child("ecdsaCurves").Index(i), c, ecdsaCurves))
+		} else if slices.Index(a.Keys.ECDSACurves, c) != i {
+			errs = append(errs, field.Duplicate(k.Child("ecdsaCurves").Index(i), c))
+		}
+	}
+
+	nc := p.Child("nodeClient")
+	for _, f := range []struct {
+		name, value string
+	}{{"onInvalid", a.NodeClient.OnInvalid}, {"onUnauthorized", a.NodeClient.OnUnauthorized}} {
+		if f.value != string(approver.DenyViolation) && f.value != string(approver.LeavePending) {
+			errs = append(errs, field.NotSupported(nc.Child(f.name), f.value, []string{string(approver.DenyViolation), string(approver.LeavePending)}))
+		}
+	}
+
+	s := p.Child("kubeletServing")
+	ks := &a.KubeletServing
+	if ks.MaxSANs < 1 || ks.MaxSANs > 1000 {
+		errs = append(errs, field.Invalid(s.Child("maxSANs"), ks.MaxSANs, "must be between 1 and 1000"))
+	}
+	if ks.ClusterDomain != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(approver.CanonicalDNS(ks.ClusterDomain)) {
+			errs = append(errs, field.Invalid(s.Child("clusterDomain"), ks.ClusterDomain, msg))
+		}
+	}
+	for i, suffix := range ks.DNSSuffixes {
+		c := canonicalSuffix(suffix)
+		path := s.Child("dnsSuffixes").Index(i)
+		if msgs := validation.IsDNS1123Subdomain(c); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(path, suffix, msgs[0]))
+		} else if !strings.Contains(c, ".") {
+			errs = append(errs, field.Invalid(path, suffix, "must have at least two labels; a single label would admit names under a whole top-level domain"))
+		}
+	}
+	for i, pattern := range ks.DNSPatterns {
+		if _, err := compilePattern(pattern); err != nil {
+			errs = append(errs, field.Invalid(s.Child("dnsPatterns").Index(i), pattern, err.Error()))
+		}
+	}
+	for i, cidr := range ks.IPCIDRs {
+		path := s.Child("ipCIDRs").Index(i)
+		if pr, err := netip.ParsePrefix(cidr); err != nil {
+			errs = append(errs, field.Invalid(path, cidr, "must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32"))
+		} else if pr.Bits() == 0 {
+			errs = append(errs, field.Invalid(path, cidr, "must not admit every address"))
+		}
+	}
+	if ks.DNSResolution.Enabled {
+		errs = append(errs, positive(s.Child("dnsResolution", "timeout"), ks.DNSResolution.Timeout.Duration, 0)...)
+		if t := ks.DNSResolution.Timeout.Duration; t > 30*time.Second {
+			errs = append(errs, field.Invalid(s.Child("dnsResolution", "timeout"), t.String(), "must be at most 30s"))
+		}
+		if len(ks.DNSSuffixes) == 0 && len(ks.DNSPatterns) == 0 {
+			warns = append(warns, "approver.kubeletServing.dnsResolution is enabled but no dnsSuffixes or dnsPatterns are set, so no name is ever resolved")
+		}
+	}
+	if a.NodeClient.OnInvalid == string(approver.LeavePending) || a.NodeClient.OnUnauthorized == string(approver.LeavePending) {
+		warns = append(warns, "approver.nodeClient leaves some client CSRs pending: make sure another approver decides them")
+	}
+	return errs, warns
+}
+
+func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []string) {
+	var errs field.ErrorList
+	var warns []string
+	seen := map[string]bool{}
+	for i := range c.Signers {
+		s := &c.Signers[i]
+		sp := p.Index(i)
+		switch {
+		case !slices.Contains(signer.Names, s.Name):
+			errs = append(errs, field.NotSupported(sp.Child("name"), s.Name, signer.Names))
+		case seen[s.Name]:
+			errs = append(errs, field.Duplicate(sp.Child("name"), s.Name))
+		}
+		seen[s.Name] = true
+		ca := c.CA
+		caPath := field.NewPath("ca")
+		if s.CA != nil {
+			ca, caPath = s.CA, sp.Child("ca")
+		}
+		if ca.CertFile == "" {
+			errs = append(errs, field.Required(caPath.Child("certFile"), "the CA certificate file of "+s.Name))
+		}
+		if ca.KeyFile == "" {
+			errs = append(errs, field.Required(caPath.Child("keyFile"), "the CA private key file of "+s.Name))
+		}
+		d, minD, back := s.Duration.Duration, s.MinDuration.Duration, s.Backdate.Duration
+		if d < minSignerDuration {
+			errs = append(errs, field.Invalid(sp.Child("duration"), d.String(), "must be at least "+minSignerDuration.String()))
+		} else if d < warnSignerBelow {
+			warns = append(warns, fmt.Sprintf("%s is %s, below %s: kubelets will rotate very often; use this only for demos and tests", sp.Child("duration"), d, warnSignerBelow))
+		}
+		if minD < minSignerDuration {
+			errs = append(errs, field.Invalid(sp.Child("minDuration"), minD.String(), "must be at least "+minSignerDuration.String()))
+		} else if minD > d && d >= minSignerDuration {
+			errs = append(errs, field.Invalid(sp.Child("minDuration"), minD.String(), "must not exceed duration ("+d.String()+")"))
+		}
+		if back < 0 || back > maxBackdate {
+			errs = append(errs, field.Invalid(sp.Child("backdate"), back.String(), "must be between 0s and "+maxBackdate.String()))
+		}
+	}
+	if len(c.Signers) == 0 {
+		warns = append(warns, "signers is empty: no certificate will be issued, only approvals")
+	}
+	return errs, warns
+}
+
+func validateCleaner(c *Cleaner, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"deleteIssuedAfter", c.DeleteIssuedAfter.Duration},
+		{"deleteDeniedAfter", c.DeleteDeniedAfter.Duration},
+		{"deleteFailedAfter", c.DeleteFailedAfter.Duration},
+		{"deletePendingAfter", c.DeletePendingAfter.Duration},
+		{"deleteApprovedUnissuedAfter", c.DeleteApprovedUnissuedAfter.Duration},
+	} {
+		errs = append(errs, positive(p.Child(f.name), f.d, 0)...)
+	}
+	if c.DeletePendingAfter.Duration > 0 && c.DeletePendingAfter.Duration < 15*time.Minute {
+		errs = append(errs, field.Invalid(p.Child("deletePendingAfter"), c.DeletePendingAfter.Duration.String(),
+			"must be at least 15m: a kubelet waits 15 minutes for a pending CSR"))
+	}
+	return errs
+}
+
+func validateManager(m *Manager, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	w := p.Child("workers")
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"approver", m.Workers.Approver}, {"signer", m.Workers.Signer}, {"cleaner", m.Workers.Cleaner}} {
+		if f.n < 1 || f.n > maxWorkers {
+			errs = append(errs, field.Invalid(w.Child(f.name), f.n, fmt.Sprintf("must be between 1 and %d", maxWorkers)))
+		}
+	}
+	if m.ClientQPS <= 0 {
+		errs = append(errs, field.Invalid(p.Child("clientQPS"), m.ClientQPS, "must be greater than 0"))
+	}
+	if m.ClientBurst < 1 {
+		errs = append(errs, field.Invalid(p.Child("clientBurst"), m.ClientBurst, "must be at least 1"))
+	}
+	le, lp := &m.LeaderElection, p.Child("leaderElection")
+	for _, msg := range validation.IsDNS1123Subdomain(le.LeaseName) {
+		errs = append(errs, field.Invalid(lp.Child("leaseName"), le.LeaseName, msg))
+	}
+	errs = append(errs, positive(lp.Child("retryPeriod"), le.RetryPeriod.Duration, 0)...)
+	// client-go's leader elector refuses these combinations at run time;
+	// say so at start with the field that is wrong.
+	if le.RenewDeadline.Duration <= le.RetryPeriod.Duration*6/5 {
+		errs = append(errs, field.Invalid(lp.Child("renewDeadline"), le.RenewDeadline.Duration.String(), "must be greater than 1.2 x retryPeriod"))
+	}
+	if le.LeaseDuration.Duration <= le.RenewDeadline.Duration {
+		errs = append(errs, field.Invalid(lp.Child("leaseDuration"), le.LeaseDuration.Duration.String(), "must be greater than renewDeadline"))
+	}
+	return errs
+}
+
+// positive requires d > 0 and, when floor > 0, d >= floor.
+func positive(p *field.Path, d, floor time.Duration) field.ErrorList {
+	if d <= 0 {
+		return field.ErrorList{field.Invalid(p, d.String(), "must be greater than 0")}
+	}
+	if floor > 0 && d < floor {
+		return field.ErrorList{field.Invalid(p, d.String(), "must be at least "+floor.String())}
+	}
+	return nil
+}
+
+// compilePattern anchors a DNS pattern so that it must match the whole name.
+func compilePattern(pattern string) (*regexp.Regexp, error) {
+	if pattern == "" {
+		return nil, fmt.Errorf("must not be empty")
+	}
+	return regexp.Compile(`^(?:` + pattern + `)$`)
+}
+
+// canonicalSuffix folds a configured DNS suffix: lower case, no leading or
+// trailing dot.
+func canonicalSuffix(s string) string {
+	return strings.TrimPrefix(approver.CanonicalDNS(s), ".")
+}

@@ -1,0 +1,37 @@
+package signer
+
+import (
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+)
+
+// Names of the signers this package knows.
+var Names = []string{
+	certificatesv1.KubeletServingSignerName,
+	certificatesv1.KubeAPIServerClientKubeletSignerName,
+	certificatesv1.KubeAPIServerClientSignerName,
+}
+
+// Config is one signer's settings, already validated.
+type Config struct {
+	// Name is the signer name, one of Names.
+	Name string
+	// CertFile holds the CA certificate, optionally followed by its issuers;
+	// KeyFile its private key.
+	CertFile, KeyFile string
+	// Duration is the longest lifetime issued, MinDuration the shortest that
+	// spec.expirationSeconds can ask for.
+	Duration, MinDuration time.Duration
+	// Backdate moves NotBefore into the past to absorb clock skew.
+	Backdate time.Duration
+	// IncludeChain appends the CA file's issuers to status.certificate.
+	IncludeChain bool
+}
+
+// Defaults of Config, as Kubernetes signs.
+const (
+	DefaultDuration    = 365 * 24 * time.Hour
+	DefaultMinDuration = 10 * time.Minute
+	DefaultBackdate    = 5 * time.Minute
+)
