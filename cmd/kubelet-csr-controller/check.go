@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/config"
+	"github.com/nodecsr/kubelet-csr-controller/controllers"
+)
+
+const checkUsage = `Usage: kubelet-csr-controller check --config FILE [--node node.yaml] [--authorized=false] csr.yaml
+
+Decides one CSR with the policy of FILE, without a cluster, and prints the
+decision. csr.yaml is a CertificateSigningRequest as "kubectl get csr NAME -o
+yaml" prints it; node.yaml the Node its CommonName names ("kubectl get node
+NAME -o yaml"), without which the Node counts as not registered. Client CSRs
+need a SubjectAccessReview that only a cluster can answer: --authorized says
+what to assume. DNS names are resolved for real when the policy asks for it.
+
+Exit status: 0 approve, 3 anything else (deny, retry, leave pending), 1 or 2
+errors.
+`
+
+func runCheck(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fmt.Fprint(out, checkUsage) }
+	configFile := fs.String("config", "", "configuration file")
+	nodeFile := fs.String("node", "", "Node YAML")
+	authorized := fs.Bool("authorized", true, "assume the requester holds the nodeclient/selfnodeclient permission")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &usageError{msg: err.Error()}
+	}
+	if fs.NArg() != 1 {
+		return &usageError{msg: "check needs exactly one CSR file\n" + checkUsage}
+	}
+	cfg, _, err := config.Load(*configFile)
+	if err != nil {
+		return err
+	}
+	csr := &certificatesv1.CertificateSigningRequest{}
+	if err := readYAML(fs.Arg(0), csr); err != nil {
+		return err
+	}
+	policy := cfg.ApproverPolicy()
+	in := approver.Read(csr)
+	plan := approver.PlanFor(in, &policy)
+	facts := &approver.Facts{Now: time.Now()}
+	if plan.Node != "" && *nodeFile != "" {
+		node := &corev1.Node{}
+		if err := readYAML(*nodeFile, node); err != nil {
+			return err
+		}
+		if node.Name != plan.Node {
+			return &usageError{msg: fmt.Sprintf("the CSR names node %q but %s holds node %q", plan.Node, *nodeFile, node.Name)}
+		}
+		facts.Node = node
+	}
+	if plan.Permission != nil {
+		facts.Authorization = &approver.Authorization{Allowed: *authorized, Reason: "assumed by --authorized"}
+	}
+	if plan.ResolveDNS {
+		facts.Lookups = controllers.Resolve(ctx, net.DefaultResolver, cfg.Approver.KubeletServing.DNSResolution.Timeout.Duration, approver.DNSNamesToResolve(in, facts.Node, &policy))
+	}
+	d := approver.Evaluate(in, facts, &policy)
+	fmt.Fprintf(out, "csr:      %s\nsigner:   %s\nnode:     %s\ndecision: %s\nreason:   %s\nmessage:  %s\n",
+		csr.Name, csr.Spec.SignerName, in.NodeName, d.Verdict, d.Reason, d.Message)
+	if d.Verdict != approver.Approve {
+		return &notApprovedError{verdict: d.Verdict.String() + " (" + d.Reason + ")"}
+	}
+	return nil
+}
+
+func readYAML(path string, into any) error {
+	data, err := os.ReadFile(path) //nolint:gosec // a file the operator names
+	if err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	if err := yaml.Unmarshal(data, into); err != nil {
+		return &usageError{msg: fmt.Sprintf("%s: %v", path, err)}
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+// Command kubelet-csr-controller approves, signs and cleans up kubelet
+// certificate signing requests, replacing kube-controller-manager's
+// csrapproving, csrsigning and csrcleaner controllers.
+//
+//	kubelet-csr-controller [flags]                    run the controller
+//	kubelet-csr-controller check --config FILE [--node node.yaml] csr.yaml
+//	                                                  decide one CSR offline
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nodecsr/kubelet-csr-controller/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitUsage    = 2 // bad flags or configuration: nothing was started
+	exitNotAllow = 3 // check: the CSR would not be approved
+)
+
+// usageError is a mistake in how the binary was called.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// notApprovedError is check's answer for a CSR that would not be approved.
+type notApprovedError struct{ verdict string }
+
+func (e *notApprovedError) Error() string { return "the CSR would not be approved: " + e.verdict }
+
+func exitCode(err error) int {
+	var u *usageError
+	var c *config.Error
+	var n *notApprovedError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &n):
+		return exitNotAllow
+	case errors.As(err, &u), errors.As(err, &c):
+		fmt.Fprintln(os.Stderr, "kubelet-csr-controller:", err)
+		return exitUsage
+	default:
+		fmt.Fprintln(os.Stderr, "kubelet-csr-controller:", err)
+		return exitFailure
+	}
+}

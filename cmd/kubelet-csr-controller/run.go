@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/nodecsr/kubelet-csr-controller/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// flags are the process matters; policy lives in the configuration file.
+type flags struct {
+	kubeconfig              string
+	configFile              string
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	logFormat               string
+	logLevel                string
+	profiling               bool
+	version                 bool
+}
+
+func parseFlags(args []string, out io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("kubelet-csr-controller", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig. Default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account.")
+	fs.StringVar(&f.configFile, "config", "", "Path to the configuration file (config.nodecsr.io/v1alpha1 ControllerConfig). Default: built-in defaults.")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; 0 disables it.")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
+	fs.BoolVar(&f.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica acts.")
+	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease. Default: the pod's namespace (required outside a cluster).")
+	fs.StringVar(&f.logFormat, "log-format", "json", "Log format: json or console.")
+	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: error, info, debug, or a verbosity number (1 = debug).")
+	fs.BoolVar(&f.profiling, "profiling", false, "Serve /debug/pprof on the metrics address.")
+	fs.BoolVar(&f.version, "version", false, "Print the version and exit.")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, &usageError{msg: fmt.Sprintf("unexpected arguments %q; did you mean the check subcommand?", fs.Args())}
+	}
+	if f.logFormat != "json" && f.logFormat != "console" {
+		return nil, &usageError{msg: fmt.Sprintf("--log-format must be json or console, not %q", f.logFormat)}
+	}
+	if _, err := zapLevel(f.logLevel); err != nil {
+		return nil, &usageError{msg: err.Error()}
+	}
+	return f, nil
+}
+
+// run is the whole program; main only maps its error to an exit code.
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "check" {
+		return runCheck(ctx, args[1:], os.Stdout)
+	}
+	f, err := parseFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if f.version {
+		fmt.Println("kubelet-csr-controller", version)
+		return nil
+	}
+	logger, err := newLogger(f.logFormat, f.logLevel, os.Stderr)
+	if err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
+
+	// Configuration first: a bad file exits before anything touches the
+	// cluster.
+	cfg, warnings, err := config.Load(f.configFile)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		logger.Info("configuration warning: " + w)
+	}
+	mgr, err := newManager(ctx, f, cfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("starting", "version", version, "config", f.configFile, "leaderElection", f.leaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("manager stopped: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// newLogger builds the zap logger behind logr: JSON by default, no stack
+// traces below panics (an error message should be read, not scrolled).
+func newLogger(format, level string, out io.Writer) (logr.Logger, error) {
+	lvl, err := zapLevel(level)
+	if err != nil {
+		return logr.Discard(), err
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(out), zap.NewAtomicLevelAt(lvl))
+	return zapr.NewLogger(zap.New(core, zap.AddStacktrace(zapcore.PanicLevel))), nil
+}
+
+// zapLevel maps --log-level to zap: logr's V(n) is zap level -n.
+func zapLevel(s string) (zapcore.Level, error) {
+	switch strings.ToLower(s) {
+	case "error":
+		return zapcore.ErrorLevel, nil
+	case "info", "":
+		return zapcore.InfoLevel, nil
+	case "debug":
+		return zapcore.Level(-1), nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 10 {
+		return 0, fmt.Errorf("--log-level must be error, info, debug or a number 0-10, not %q", s)
+	}
+	return zapcore.Level(-n), nil
+}

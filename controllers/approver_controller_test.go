@@ -1,0 +1,221 @@
+package controllers_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/controllers"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
+)
+
+func ips(s ...string) []net.IP {
+	out := make([]net.IP, len(s))
+	for i, a := range s {
+		out[i] = net.ParseIP(a)
+	}
+	return out
+}
+
+func named(c pki.CSR, name string) pki.CSR { c.Name = name; return c }
+
+func TestKubeletCertificatesAreApprovedAndIssued(t *testing.T) {
+	h := start(t, nil)
+	h.registerNode("flow-1", "10.1.0.1", "fd00::1", "flow-1.example.com")
+
+	boot := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("flow-1", "abcdef"), "flow-bootstrap"))
+	renewal := h.create(asNode("flow-1"), named(pki.ClientRenewal("flow-1"), "flow-renewal"))
+	serving := h.create(asNode("flow-1"), named(pki.Serving("flow-1", []string{"FLOW-1.example.com."}, ips("10.1.0.1", "fd00:0:0::1")), "flow-serving"))
+
+	for _, c := range []*certificatesv1.CertificateSigningRequest{boot, renewal, serving} {
+		got := h.waitFor(c.Name, "issued", issued)
+		a := conditionOf(got, certificatesv1.CertificateApproved)
+		if a == nil || a.Reason != approver.ReasonAutoApproved {
+			t.Errorf("%s: want Approved/AutoApproved, got %s", c.Name, describe(got))
+		}
+		cert := h.certificate(got, env.CA.Cert)
+		if cert.Subject.CommonName != "system:node:flow-1" || strings.Join(cert.Subject.Organization, ",") != "system:nodes" {
+			t.Errorf("%s: subject %s", c.Name, cert.Subject)
+		}
+		h.waitForEvent(c.Name, "Normal Approved: AutoApproved")
+		h.waitForEvent(c.Name, "Normal Issued: Issued certificate with serial")
+	}
+	if a := conditionOf(h.waitFor(boot.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "nodeclient") {
+		t.Errorf("the bootstrap CSR should be approved through nodeclient: %q", a.Message)
+	}
+	if a := conditionOf(h.waitFor(renewal.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "selfnodeclient") {
+		t.Errorf("the renewal should be approved through selfnodeclient: %q", a.Message)
+	}
+	if got := h.counter("kubelet_csr_controller_decisions_total", map[string]string{"verdict": "approve", "reason": "AutoApproved"}); got < 1 {
+		t.Errorf("decisions_total{approve} = %v", got)
+	}
+	if got := h.counter("kubelet_csr_controller_certificates_issued_total", map[string]string{"signer": certificatesv1.KubeletServingSignerName}); got != 1 {
+		t.Errorf("certificates_issued_total{kubelet-serving} = %v, want 1", got)
+	}
+}
+
+func TestServingCSRNamingAnotherNodesIPIsDenied(t *testing.T) {
+	h := start(t, nil)
+	h.registerNode("deny-1", "10.2.0.1")
+	h.registerNode("deny-2", "10.2.0.2")
+	c := h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, ips("10.2.0.1", "10.2.0.2")), "deny-other-ip"))
+	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+	d := conditionOf(got, certificatesv1.CertificateDenied)
+	if d.Reason != approver.ReasonSANNotOwnedByNode || !strings.Contains(d.Message, "10.2.0.2") || !strings.Contains(d.Message, "ipCIDRs") {
+		t.Errorf("want SANNotOwnedByNode naming the address and the setting, got %s: %s", d.Reason, d.Message)
+	}
+	h.waitForEvent(c.Name, "Warning Denied: SANNotOwnedByNode")
+	if issued(got) {
+		t.Error("a denied CSR got a certificate")
+	}
+}
+
+func TestUnauthorisedClientCSRIsDenied(t *testing.T) {
+	h := start(t, nil)
+	ctx := context.Background()
+	// alice may create CSRs but holds neither nodeclient nor selfnodeclient.
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "test-csr-creator"}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"create", "get"},
+	}}}
+	if _, err := h.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "test-csr-creator"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "alice"}}}
+	if _, err := h.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = h.admin.RbacV1().ClusterRoleBindings().Delete(ctx, binding.Name, metav1.DeleteOptions{})
+		_ = h.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
+	})
+	c := h.create(as("alice"), named(pki.ClientRenewal("victim-1"), "unauthorised-client"))
+	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, `"alice"`) {
+		t.Errorf("want NotAuthorized naming alice, got %s: %s", d.Reason, d.Message)
+	}
+	// (A node asking for another node's client certificate never gets here:
+	// the API server refuses to create it. The approver's own rule for it is
+	// covered by the approver package's tests.)
+}
+
+func TestMalformedClientCSRIsDeniedWithTheRule(t *testing.T) {
+	h := start(t, nil)
+	c := pki.ClientBootstrap("shape-1", "abcdef")
+	c.Name = "shape-masters"
+	c.Request.Subject.Organization = []string{"system:nodes", "system:masters"}
+	created := h.create(asBootstrap("abcdef"), c)
+	got := h.waitFor(created.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonOrganizationNotSystemNodes {
+		t.Errorf("want OrganizationNotSystemNodes, got %s: %s", d.Reason, d.Message)
+	}
+}
+
+func TestServingCSRWaitsForItsNode(t *testing.T) {
+	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
+	c := h.create(asNode("late-1"), named(pki.Serving("late-1", []string{"late-1"}, ips("10.3.0.1")), "late-serving"))
+	h.waitForEvent(c.Name, "Normal Waiting: NodeNotFound")
+	if got := h.waitFor(c.Name, "pending", func(csr *certificatesv1.CertificateSigningRequest) bool { return true }); len(got.Status.Conditions) != 0 {
+		t.Fatalf("a CSR whose Node is missing must stay pending, got %s", describe(got))
+	}
+	// The retry interval is an hour: only the Node watch can decide it now.
+	h.registerNode("late-1", "10.3.0.1", "late-1")
+	h.waitFor(c.Name, "issued", issued)
+}
+
+func TestBootstrapForExistingNodeIsDeniedWhenNotAllowed(t *testing.T) {
+	h := start(t, func(o *controllers.Options) { o.Approver.Policy.NodeClient.AllowBootstrapForExistingNode = false })
+	h.registerNode("known-1", "10.4.0.1")
+	c := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("known-1", "abcdef"), "bootstrap-existing"))
+	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonBootstrapForExistingNode {
+		t.Errorf("want BootstrapForExistingNode, got %s: %s", d.Reason, d.Message)
+	}
+	fresh := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("new-1", "abcdef"), "bootstrap-new"))
+	h.waitFor(fresh.Name, "issued", issued)
+}
+
+func TestOlderPendingCSRIsSupersededWhenANewerOneIsApproved(t *testing.T) {
+	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
+	// Names order CSRs created within the same second: a before b.
+	older := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-a-older"))
+	h.waitForEvent(older.Name, "NodeNotFound")
+	newer := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-b-newer"))
+	h.waitForEvent(newer.Name, "NodeNotFound")
+	// Another approver (a person) approves the newer one: the older one is
+	// no longer needed.
+	h.approveAsAdmin(newer.Name)
+	got := h.waitFor(older.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSuperseded || !strings.Contains(d.Message, newer.Name) {
+		t.Errorf("want Superseded naming %s, got %s: %s", newer.Name, d.Reason, d.Message)
+	}
+}
+
+func TestTooManyPendingCSRsFromOneNodeAreDenied(t *testing.T) {
+	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
+	var names []string
+	for i := range 3 {
+		c := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, ips("10.6.0.1")), "noisy-"+string(rune('a'+i))))
+		h.waitForEvent(c.Name, "NodeNotFound")
+		names = append(names, c.Name)
+	}
+	// Creation timestamps have one-second resolution; within a second the
+	// name orders siblings, so "noisy-d" is the newest.
+	fourth := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, ips("10.6.0.1")), "noisy-d"))
+	got := h.waitFor(fourth.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonTooManyPending {
+		t.Errorf("want TooManyPending, got %s: %s", d.Reason, d.Message)
+	}
+	// Another node is not affected.
+	h.registerNode("quiet-1", "10.6.0.2")
+	quiet := h.create(asNode("quiet-1"), named(pki.Serving("quiet-1", nil, ips("10.6.0.2")), "quiet-serving"))
+	h.waitFor(quiet.Name, "issued", issued)
+	for _, n := range names {
+		if got := h.waitFor(n, "pending", func(*certificatesv1.CertificateSigningRequest) bool { return true }); len(got.Status.Conditions) != 0 {
+			t.Errorf("%s should still be pending: %s", n, describe(got))
+		}
+	}
+}
+
+func TestDryRunWritesNothing(t *testing.T) {
+	h := start(t, func(o *controllers.Options) { o.Approver.DryRun = true })
+	h.registerNode("dry-1", "10.7.0.1")
+	good := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, ips("10.7.0.1")), "dry-good"))
+	bad := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, ips("10.7.0.9")), "dry-bad"))
+	h.waitForEvent(good.Name, "Normal WouldApprove: AutoApproved: Dry run, nothing written: would approve.")
+	h.waitForEvent(bad.Name, "Warning WouldDeny: SANNotOwnedByNode: Dry run, nothing written: would deny.")
+	for _, n := range []string{good.Name, bad.Name} {
+		if got := h.waitFor(n, "read", func(*certificatesv1.CertificateSigningRequest) bool { return true }); len(got.Status.Conditions) != 0 || issued(got) {
+			t.Errorf("dry run wrote to %s: %s", n, describe(got))
+		}
+	}
+	if got := h.counter("kubelet_csr_controller_decisions_total", map[string]string{"verdict": "deny", "reason": "SANNotOwnedByNode", "mode": "dryRun"}); got != 1 {
+		t.Errorf("decisions_total{deny, dryRun} = %v, want 1", got)
+	}
+}
+
+func TestOtherSignersAreNeverTouched(t *testing.T) {
+	h := start(t, nil)
+	c := pki.ClientRenewal("other-1")
+	c.Name = "other-signer"
+	c.SignerName = "example.com/custom"
+	created := h.create(asNode("other-1"), c)
+	// A CSR created after it, of our signer, is decided: by then the other
+	// one has been seen and left alone.
+	barrier := h.create(asNode("other-1"), named(pki.ClientRenewal("other-1"), "other-barrier"))
+	h.waitFor(barrier.Name, "issued", issued)
+	if got := h.waitFor(created.Name, "read", func(*certificatesv1.CertificateSigningRequest) bool { return true }); len(got.Status.Conditions) != 0 {
+		t.Errorf("a CSR of another signer was touched: %s", describe(got))
+	}
+	if ev := h.events(created.Name); len(ev) != 0 {
+		t.Errorf("a CSR of another signer got events: %q", ev)
+	}
+}

@@ -1,0 +1,108 @@
+package controllers_test
+
+import (
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodecsr/kubelet-csr-controller/controllers"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
+)
+
+// kubernetesRules are kube-controller-manager's cleaner ages.
+func kubernetesRules() controllers.CleanerOptions {
+	return controllers.CleanerOptions{
+		IssuedAfter: time.Hour, DeniedAfter: time.Hour, FailedAfter: time.Hour,
+		PendingAfter: 24 * time.Hour, ApprovedUnissuedAfter: 24 * time.Hour, DeleteExpired: true,
+		Workers: 1,
+	}
+}
+
+func TestCleanupAt(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	decided := created.Add(10 * time.Minute)
+	cond := func(typ certificatesv1.RequestConditionType) certificatesv1.CertificateSigningRequestCondition {
+		return certificatesv1.CertificateSigningRequestCondition{Type: typ, Status: corev1.ConditionTrue, LastUpdateTime: metav1.NewTime(decided)}
+	}
+	ca := pki.MustCA(t, pki.CAOptions{NotBefore: created.Add(-time.Hour), NotAfter: created.Add(365 * 24 * time.Hour)})
+	sca, err := signer.ParseCA(ca.CertPEM, ca.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFor := func(life time.Duration) []byte {
+		i, err := signer.Sign(sca, pki.MustObject(t, pki.ClientRenewal("n1")), signer.Config{Name: certificatesv1.KubeAPIServerClientKubeletSignerName, Duration: life, MinDuration: time.Minute}, decided)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i.PEM
+	}
+	long, short := certFor(24*time.Hour), certFor(20*time.Minute)
+	rules := kubernetesRules()
+	noExpired := kubernetesRules()
+	noExpired.DeleteExpired = false
+	tests := []struct {
+		name     string
+		conds    []certificatesv1.RequestConditionType
+		cert     []byte
+		opts     *controllers.CleanerOptions
+		wantAt   time.Time
+		wantRule string
+		wantOK   bool
+	}{
+		{"a pending CSR goes 24h after creation", nil, nil, &rules, created.Add(24 * time.Hour), controllers.RulePending, true},
+		{"an issued CSR goes 1h after approval", []certificatesv1.RequestConditionType{certificatesv1.CertificateApproved}, long, &rules, decided.Add(time.Hour), controllers.RuleIssued, true},
+		{"an issued CSR whose certificate expires first goes at its expiry", []certificatesv1.RequestConditionType{certificatesv1.CertificateApproved}, short, &rules, decided.Add(20 * time.Minute), controllers.RuleExpired, true},
+		{"expiry is ignored when deleteExpired is off", []certificatesv1.RequestConditionType{certificatesv1.CertificateApproved}, short, &noExpired, decided.Add(time.Hour), controllers.RuleIssued, true},
+		{"an approved CSR never issued goes 24h after approval", []certificatesv1.RequestConditionType{certificatesv1.CertificateApproved}, nil, &rules, decided.Add(24 * time.Hour), controllers.RuleApprovedUnissued, true},
+		{"a denied CSR goes 1h after denial", []certificatesv1.RequestConditionType{certificatesv1.CertificateDenied}, nil, &rules, decided.Add(time.Hour), controllers.RuleDenied, true},
+		{"an approved then failed CSR goes 1h after failing", []certificatesv1.RequestConditionType{certificatesv1.CertificateApproved, certificatesv1.CertificateFailed}, nil, &rules, decided.Add(time.Hour), controllers.RuleFailed, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			csr := &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(created)}}
+			for _, c := range tc.conds {
+				csr.Status.Conditions = append(csr.Status.Conditions, cond(c))
+			}
+			csr.Status.Certificate = tc.cert
+			at, rule, ok := controllers.CleanupAt(csr, tc.opts)
+			if ok != tc.wantOK || rule != tc.wantRule || !at.Equal(tc.wantAt) {
+				t.Errorf("CleanupAt() = %s, %q, %v; want %s, %q, %v", at, rule, ok, tc.wantAt, tc.wantRule, tc.wantOK)
+			}
+		})
+	}
+}
+
+func TestCleanerDeletesWhatIsDue(t *testing.T) {
+	// The cleaner's clock runs 25 hours ahead: every rule is due for CSRs
+	// made now, except for CSRs of signers it does not manage.
+	h := start(t, func(o *controllers.Options) {
+		signerOnly(o)
+		c := kubernetesRules()
+		o.Cleaner = &c
+		o.Now = func() time.Time { return time.Now().Add(25 * time.Hour) }
+	})
+	pending := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-pending"))
+	denied := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-denied"))
+	h.denyAsAdmin(denied.Name)
+	foreign := pki.ClientRenewal("clean-1")
+	foreign.Name, foreign.SignerName = "clean-foreign", "example.com/other"
+	other := h.create(asNode("clean-1"), foreign)
+
+	for _, n := range []string{pending.Name, denied.Name} {
+		waitUntil(t, n+" is deleted", func() bool { return !h.exists(n) })
+	}
+	if got := h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": controllers.RulePending}); got < 1 {
+		t.Errorf("cleaned_total{Pending} = %v", got)
+	}
+	// The foreign CSR was created before the managed ones were deleted and
+	// has been seen; it must still be there.
+	if !h.exists(other.Name) {
+		t.Error("a CSR of a signer the controller does not manage was deleted")
+	}
+}

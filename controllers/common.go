@@ -1,0 +1,101 @@
+// Package controllers is the Kubernetes plumbing of kubelet-csr-controller:
+// it watches CSRs and Nodes, gathers the facts the approver asks for, calls
+// the pure approver and signer packages, writes /approval and /status,
+// records Events and metrics, and deletes old CSRs.
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// Event reasons. Decision reasons (approver.Reason*) go into the note.
+const (
+	EventApproved           = "Approved"
+	EventDenied             = "Denied"
+	EventWaiting            = "Waiting"
+	EventLeftPending        = "LeftPending"
+	EventWouldApprove       = "WouldApprove"
+	EventWouldDeny          = "WouldDeny"
+	EventIssued             = "Issued"
+	EventSigningFailed      = "SigningFailed"
+	EventSigningError       = "SigningError"
+	EventCertificateCapped  = "CertificateShortened"
+	ReasonSignerValidation  = "SignerValidationFailure"
+	eventActionApprove      = "Approve"
+	eventActionSign         = "Sign"
+	failureReasonCA         = "CAUnavailable"
+	failureReasonValidation = ReasonSignerValidation
+)
+
+// appendCondition adds a True condition of the given type.
+func appendCondition(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType, reason, message string, now time.Time) {
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type:           typ,
+		Status:         corev1.ConditionTrue,
+		Reason:         reason,
+		Message:        message,
+		LastUpdateTime: metav1.NewTime(now),
+	})
+}
+
+// writeGuard remembers the resourceVersion a CSR had when this process wrote
+// to it. A reconcile that reads exactly that version again is reading a
+// cache that has not caught up with the write yet: it must not decide or sign
+// a second time. The write's own watch event will bring the CSR back.
+type writeGuard struct {
+	mu sync.Mutex
+	m  map[types.UID]guardEntry
+}
+
+type guardEntry struct {
+	rv string
+	at time.Time
+}
+
+// guardTTL bounds how long an entry is kept; a cache lags by milliseconds.
+const guardTTL = time.Minute
+
+func (g *writeGuard) wrote(csr *certificatesv1.CertificateSigningRequest, rvBeforeWrite string, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[types.UID]guardEntry{}
+	}
+	if len(g.m) > 1024 {
+		for uid, e := range g.m {
+			if now.Sub(e.at) > guardTTL {
+				delete(g.m, uid)
+			}
+		}
+	}
+	g.m[csr.UID] = guardEntry{rv: rvBeforeWrite, at: now}
+}
+
+// stale reports whether csr is the version this process already wrote from.
+func (g *writeGuard) stale(csr *certificatesv1.CertificateSigningRequest) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e, ok := g.m[csr.UID]
+	if !ok {
+		return false
+	}
+	if e.rv == csr.ResourceVersion {
+		return true
+	}
+	delete(g.m, csr.UID)
+	return false
+}
+
+// rateLimiter backs off failed reconciles from 50ms up to 2 minutes, so that
+// a CA that is fixed or an API server that comes back is used again soon.
+func rateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Minute)
+}

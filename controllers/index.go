@@ -1,0 +1,59 @@
+package controllers
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+)
+
+// nodeIndex indexes kubelet CSRs by the node their CommonName names, so that
+// a CSR's siblings and a Node's waiting CSRs are found in the cache without
+// a list call.
+const nodeIndex = "nodecsr.io/node"
+
+// indexNodeName is the nodeIndex function. It parses the request leniently:
+// the index only groups CSRs; the approver reads each request strictly.
+func indexNodeName(o client.Object) []string {
+	csr, ok := o.(*certificatesv1.CertificateSigningRequest)
+	if !ok || approver.KindOf(csr.Spec.SignerName) == approver.KindOther {
+		return nil
+	}
+	if name := nodeNameOf(csr); name != "" {
+		return []string{name}
+	}
+	return nil
+}
+
+// nodeNameOf returns the node a kubelet CSR's CommonName names, or "".
+func nodeNameOf(csr *certificatesv1.CertificateSigningRequest) string {
+	block, _ := pem.Decode(csr.Spec.Request)
+	if block == nil {
+		return ""
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	return approver.NodeNameFromCN(req.Subject.CommonName)
+}
+
+// csrsOfNode lists the cached kubelet CSRs whose CommonName names node. The
+// objects are the cache's own, not copies: callers only read them.
+func csrsOfNode(ctx context.Context, c client.Reader, node string) ([]certificatesv1.CertificateSigningRequest, error) {
+	var list certificatesv1.CertificateSigningRequestList
+	if err := c.List(ctx, &list, client.MatchingFields{nodeIndex: node}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// IndexFields registers the cache indexes the controllers use. Call it once
+// per manager, before the manager starts.
+func IndexFields(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &certificatesv1.CertificateSigningRequest{}, nodeIndex, indexNodeName)
+}

@@ -1,0 +1,208 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+)
+
+const metricsNamespace = "kubelet_csr_controller"
+
+// latencyBuckets span a fast path (creation timestamps have one-second
+// resolution, so sub-second values mean "the same second") to a kubelet's
+// 15-minute wait and beyond.
+var latencyBuckets = []float64{0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600}
+
+// Metrics are the controller's Prometheus metrics.
+type Metrics struct {
+	Decisions        *prometheus.CounterVec
+	DecisionLatency  *prometheus.HistogramVec
+	Issued           *prometheus.CounterVec
+	SigningFailures  *prometheus.CounterVec
+	IssuanceLatency  *prometheus.HistogramVec
+	CAReloadFailures *prometheus.CounterVec
+	Cleaned          *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics; Register adds them to a registry.
+func NewMetrics() *Metrics {
+	return &Metrics{
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "decisions_total",
+			Help: "Approver decisions by signer, verdict (approve, deny, retry, ignore), reason and mode (enforce, dryRun).",
+		}, []string{"signer", "verdict", "reason", "mode"}),
+		DecisionLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "decision_duration_seconds",
+			Help:    "Time from a CSR's creation to its approval or denial.",
+			Buckets: latencyBuckets,
+		}, []string{"signer", "verdict"}),
+		Issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "certificates_issued_total",
+			Help: "Certificates issued, by signer.",
+		}, []string{"signer"}),
+		SigningFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "signing_failures_total",
+			Help: "Approved CSRs that could not be signed, by signer and reason (SignerValidationFailure is final, CAUnavailable is retried).",
+		}, []string{"signer", "reason"}),
+		IssuanceLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "issuance_duration_seconds",
+			Help:    "Time from a CSR's creation to its certificate.",
+			Buckets: latencyBuckets,
+		}, []string{"signer"}),
+		CAReloadFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "ca_reload_failures_total",
+			Help: "CA file loads that failed and kept the previous CA, by signer.",
+		}, []string{"signer"}),
+		Cleaned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "cleaned_total",
+			Help: "CSRs deleted by the cleaner, by signer and rule.",
+		}, []string{"signer", "rule"}),
+	}
+}
+
+// Register adds the metrics to reg (controller-runtime's registry in the
+// binary). Metrics already registered by an earlier manager in the same
+// process (tests) are reused, so counts carry on.
+func (m *Metrics) Register(reg prometheus.Registerer) error {
+	for _, c := range []any{&m.Decisions, &m.DecisionLatency, &m.Issued, &m.SigningFailures, &m.IssuanceLatency, &m.CAReloadFailures, &m.Cleaned} {
+		var err error
+		switch v := c.(type) {
+		case **prometheus.CounterVec:
+			*v, err = register(reg, *v)
+		case **prometheus.HistogramVec:
+			*v, err = register(reg, *v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+// replace registers a collector that reads a manager's state, replacing the
+// one of an earlier manager in the same process.
+func replace(reg prometheus.Registerer, c prometheus.Collector) error {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+		reg.Unregister(are.ExistingCollector)
+		return reg.Register(c)
+	}
+	return nil
+}
+
+// since returns the seconds from t to now, never negative.
+func since(t, now time.Time) float64 { return max(now.Sub(t).Seconds(), 0) }
+
+// pendingCollector reports, at scrape time, the pending CSRs and the age of
+// the oldest one per signer, read from the informer cache. It reports nothing
+// until this replica leads: a standby has no CSR cache and must not build one.
+type pendingCollector struct {
+	reader  client.Reader
+	signers []string
+	elected <-chan struct{}
+	now     func() time.Time
+
+	pending, oldest *prometheus.Desc
+}
+
+func newPendingCollector(reader client.Reader, signers []string, elected <-chan struct{}, now func() time.Time) *pendingCollector {
+	return &pendingCollector{
+		reader: reader, signers: signers, elected: elected, now: now,
+		pending: prometheus.NewDesc(metricsNamespace+"_pending", "CSRs neither approved nor denied, by signer.", []string{"signer"}, nil),
+		oldest:  prometheus.NewDesc(metricsNamespace+"_oldest_pending_age_seconds", "Age of the oldest pending CSR, by signer (0 when none).", []string{"signer"}, nil),
+	}
+}
+
+func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.oldest
+}
+
+func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
+	select {
+	case <-c.elected:
+	default:
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var list certificatesv1.CertificateSigningRequestList
+	if err := c.reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	now := c.now()
+	count := map[string]int{}
+	age := map[string]float64{}
+	for i := range list.Items {
+		csr := &list.Items[i]
+		if !approver.StateOf(csr).Pending() {
+			continue
+		}
+		s := csr.Spec.SignerName
+		count[s]++
+		age[s] = max(age[s], since(csr.CreationTimestamp.Time, now))
+	}
+	for _, s := range c.signers {
+		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(count[s]), s)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age[s], s)
+	}
+}
+
+// caCollector reports, at scrape time, each signer's CA expiry and whether it
+// can sign now.
+type caCollector struct {
+	cas map[string]*signer.FileCA
+	now func() time.Time
+
+	notAfter, ready *prometheus.Desc
+}
+
+func newCACollector(cas map[string]*signer.FileCA, now func() time.Time) *caCollector {
+	return &caCollector{
+		cas: cas, now: now,
+		notAfter: prometheus.NewDesc(metricsNamespace+"_ca_not_after_timestamp_seconds", "Expiry of the CA certificate in use, as a Unix timestamp, by signer.", []string{"signer"}, nil),
+		ready:    prometheus.NewDesc(metricsNamespace+"_ca_ready", "1 when the signer has a CA that can sign now, else 0.", []string{"signer"}, nil),
+	}
+}
+
+func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.notAfter
+	ch <- c.ready
+}
+
+func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	for name, f := range c.cas {
+		ready := 0.0
+		if ca := f.Current(); ca != nil {
+			ch <- prometheus.MustNewConstMetric(c.notAfter, prometheus.GaugeValue, float64(ca.Cert.NotAfter.Unix()), name)
+			if ca.Usable(now) == nil {
+				ready = 1
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready, name)
+	}
+}

@@ -1,0 +1,197 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+)
+
+// Options wire the three reconcilers into a manager.
+type Options struct {
+	Approver ApproverOptions
+	Signer   SignerOptions
+	// Cleaner is nil when the cleaner is off.
+	Cleaner *CleanerOptions
+	// Registry receives the metrics; nil means controller-runtime's, which
+	// the manager serves on its metrics endpoint.
+	Registry prometheus.Registerer
+	// CAPollInterval is how often CA files are re-read besides file system
+	// events (default one minute).
+	CAPollInterval time.Duration
+	// Now is the clock of every reconciler (default time.Now).
+	Now func() time.Time
+	// Recorder names the Events' reporting controller.
+	RecorderName string
+}
+
+// Setup registers the indexes, the CA loaders, the reconcilers, the metrics
+// and the readiness check with mgr. The CA files are read once here, so that
+// a bad CA is logged at start and /readyz fails until it is fixed.
+func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	logger := ctrl.Log.WithName("setup")
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Registry == nil {
+		o.Registry = ctrlmetrics.Registry
+	}
+	if o.CAPollInterval == 0 {
+		o.CAPollInterval = time.Minute
+	}
+	if o.RecorderName == "" {
+		o.RecorderName = "kubelet-csr-controller"
+	}
+	o.Approver.Now, o.Signer.Now = o.Now, o.Now
+	if o.Approver.Resolver == nil {
+		o.Approver.Resolver = net.DefaultResolver
+	}
+
+	m := NewMetrics()
+	if err := m.Register(o.Registry); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	if err := IndexFields(ctx, mgr.GetFieldIndexer()); err != nil {
+		return fmt.Errorf("index CSRs by node: %w", err)
+	}
+	recorder := mgr.GetEventRecorder(o.RecorderName)
+
+	reloaded := make(chan event.GenericEvent, 64)
+	cas := loadCAs(o.Signer.Signers, m, reloaded, ctrl.Log.WithName("ca"))
+	if err := mgr.Add(&caRunner{cas: cas, poll: o.CAPollInterval}); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ca", caCheck(cas, o.Now)); err != nil {
+		return err
+	}
+
+	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver}
+	if err := ar.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the approver: %w", err)
+	}
+	var signerNames []string
+	for _, s := range o.Signer.Signers {
+		signerNames = append(signerNames, s.Name)
+	}
+	if len(signerNames) > 0 {
+		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded}
+		if err := sr.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the signer: %w", err)
+		}
+	}
+	if o.Cleaner != nil {
+		co := *o.Cleaner
+		co.Now = o.Now
+		co.Signers = managedSigners(&o.Approver, signerNames)
+		cr := &CleanerReconciler{Client: mgr.GetClient(), Metrics: m, Options: co}
+		if err := cr.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the cleaner: %w", err)
+		}
+	}
+
+	pending := newPendingCollector(mgr.GetClient(), managedSigners(&o.Approver, signerNames), mgr.Elected(), o.Now)
+	for _, c := range []prometheus.Collector{pending, newCACollector(cas, o.Now)} {
+		if err := replace(o.Registry, c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	logger.Info("controllers set up", "signers", signerNames, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil)
+	return nil
+}
+
+// managedSigners are the signers whose CSRs this controller approves or
+// signs.
+func managedSigners(a *ApproverOptions, signers []string) []string {
+	out := append([]string{}, signers...)
+	add := func(name string) {
+		for _, s := range out {
+			if s == name {
+				return
+			}
+		}
+		out = append(out, name)
+	}
+	if a.Policy.NodeClient.Enabled {
+		add("kubernetes.io/kube-apiserver-client-kubelet")
+	}
+	if a.Policy.Serving.Enabled {
+		add("kubernetes.io/kubelet-serving")
+	}
+	return out
+}
+
+// loadCAs creates one FileCA per certificate and key file pair (signers that
+// share a CA share its loader) and loads each once.
+func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericEvent, logger logr.Logger) map[string]*signer.FileCA {
+	type files struct{ cert, key string }
+	users := map[files][]string{}
+	for _, s := range signers {
+		f := files{s.CertFile, s.KeyFile}
+		users[f] = append(users[f], s.Name)
+	}
+	cas := map[string]*signer.FileCA{}
+	for f, names := range users {
+		names := names
+		ca := signer.NewFileCA(f.cert, f.key, func(ca *signer.CA, err error) {
+			if err != nil {
+				for _, n := range names {
+					m.CAReloadFailures.WithLabelValues(n).Inc()
+				}
+				logger.Error(err, "CA files could not be loaded; the previous CA stays in use", "certFile", f.cert, "keyFile", f.key, "signers", names, "inUse", ca != nil)
+				return
+			}
+			logger.Info("CA loaded", "certFile", f.cert, "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "signers", names)
+			for _, n := range names {
+				select {
+				case reloaded <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: n}}}:
+				default: // a reload is already queued; the signer re-lists all waiting CSRs anyway
+				}
+			}
+		})
+		_ = ca.Reload() // reported through the callback
+		for _, n := range names {
+			cas[n] = ca
+		}
+	}
+	return cas
+}
+
+// caRunner watches the CA files on every replica, leader or not, so that a
+// standby is ready to sign the moment it takes over.
+type caRunner struct {
+	cas  map[string]*signer.FileCA
+	poll time.Duration
+}
+
+func (c *caRunner) Start(ctx context.Context) error {
+	seen := map[*signer.FileCA]bool{}
+	done := make(chan struct{})
+	n := 0
+	for _, f := range c.cas {
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		n++
+		go func() {
+			f.Run(ctx, c.poll)
+			done <- struct{}{}
+		}()
+	}
+	for range n {
+		<-done
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica keeps its CA current.
+func (c *caRunner) NeedLeaderElection() bool { return false }

@@ -1,0 +1,225 @@
+package controllers_test
+
+import (
+	"context"
+	"crypto/x509/pkix"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodecsr/kubelet-csr-controller/controllers"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
+)
+
+// signerOnly runs the signer alone: the test decides approvals itself.
+func signerOnly(o *controllers.Options) {
+	o.Approver.Policy.NodeClient.Enabled = false
+	o.Approver.Policy.Serving.Enabled = false
+}
+
+func (h *harness) denyAsAdmin(name string) {
+	h.t.Helper()
+	ctx := context.Background()
+	csr, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateDenied, Status: corev1.ConditionTrue, Reason: "DeniedByTest", Message: "denied by the test",
+	})
+	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, name, csr, metav1.UpdateOptions{}); err != nil {
+		h.t.Fatalf("deny %s: %v", name, err)
+	}
+}
+
+func (h *harness) failAsAdmin(name string) {
+	h.t.Helper()
+	ctx := context.Background()
+	csr, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateFailed, Status: corev1.ConditionTrue, Reason: "FailedByTest", Message: "failed by the test",
+	})
+	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().UpdateStatus(ctx, csr, metav1.UpdateOptions{}); err != nil {
+		h.t.Fatalf("fail %s: %v", name, err)
+	}
+}
+
+func TestSignerIssuesOnlyApprovedCSRs(t *testing.T) {
+	h := start(t, signerOnly)
+	pending := h.create(asNode("sign-1"), named(pki.ClientRenewal("sign-1"), "sign-pending"))
+	denied := h.create(asNode("sign-1"), named(pki.ClientRenewal("sign-1"), "sign-denied"))
+	h.denyAsAdmin(denied.Name)
+	failed := h.create(asNode("sign-1"), named(pki.ClientRenewal("sign-1"), "sign-failed"))
+	h.approveAsAdmin(failed.Name)
+	h.failAsAdmin(failed.Name)
+	apiClient := pki.ClientRenewal("sign-1")
+	apiClient.Name, apiClient.SignerName = "sign-unmanaged", certificatesv1.KubeAPIServerClientSignerName
+	unmanaged := h.create(asNode("sign-1"), apiClient)
+	h.approveAsAdmin(unmanaged.Name)
+
+	approved := h.create(asNode("sign-1"), named(pki.ClientRenewal("sign-1"), "sign-approved"))
+	h.approveAsAdmin(approved.Name)
+	got := h.waitFor(approved.Name, "issued", issued)
+	cert := h.certificate(got, env.CA.Cert)
+	// A lifetime under 8h keeps NotAfter at now+1h, NotBefore is backdated.
+	if life := cert.NotAfter.Sub(cert.NotBefore); life != time.Hour+5*time.Minute {
+		t.Errorf("lifetime %s, want the signer's 1h plus the 5m backdate", life)
+	}
+	// The approved one was issued after the others were seen; none of them
+	// may have a certificate.
+	for _, n := range []string{pending.Name, denied.Name, failed.Name, unmanaged.Name} {
+		if got := h.waitFor(n, "read", func(*certificatesv1.CertificateSigningRequest) bool { return true }); issued(got) {
+			t.Errorf("%s got a certificate: %s", n, describe(got))
+		}
+	}
+}
+
+func TestSignerValidationFailureIsFinal(t *testing.T) {
+	h := start(t, signerOnly)
+	c := pki.Serving("valid-1", nil, ips("10.8.0.1"))
+	c.Name = "sign-bad-org"
+	c.Request.Subject.Organization = []string{"system:masters"}
+	created := h.create(asNode("valid-1"), c)
+	h.approveAsAdmin(created.Name)
+	got := h.waitFor(created.Name, "failed", condition(certificatesv1.CertificateFailed))
+	f := conditionOf(got, certificatesv1.CertificateFailed)
+	if f.Reason != controllers.ReasonSignerValidation || f.Message != "subject organization is not system:nodes" {
+		t.Errorf("want SignerValidationFailure with Kubernetes' message, got %s: %s", f.Reason, f.Message)
+	}
+	h.waitForEvent(created.Name, "Warning SigningFailed: SignerValidationFailure")
+	if issued(got) {
+		t.Error("a failed CSR got a certificate")
+	}
+}
+
+func TestAPIServerClientSignerWhenEnabled(t *testing.T) {
+	h := start(t, func(o *controllers.Options) {
+		signerOnly(o)
+		o.Signer.Signers = append(o.Signer.Signers, signer.Config{Name: certificatesv1.KubeAPIServerClientSignerName, CertFile: env.CACertFile, KeyFile: env.CAKeyFile, Duration: 2 * time.Hour, MinDuration: 10 * time.Minute})
+	})
+	c := pki.CSR{Name: "sign-alice", SignerName: certificatesv1.KubeAPIServerClientSignerName, Usages: []certificatesv1.KeyUsage{"digital signature", "client auth"},
+		Request: pki.Request{Subject: pkixName("alice", "developers")}, ExpirationSeconds: ptrInt32(3600)}
+	created := h.create(kubeAdmin(), c)
+	h.approveAsAdmin(created.Name)
+	cert := h.certificate(h.waitFor(created.Name, "issued", issued), env.CA.Cert)
+	if life := cert.NotAfter.Sub(cert.NotBefore); life != time.Hour {
+		t.Errorf("expirationSeconds 3600 should give 1h (no backdate configured), got %s", life)
+	}
+}
+
+func TestSignerFollowsCAFileChanges(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	first := pki.MustCA(t, pki.CAOptions{CommonName: "first"})
+	second := pki.MustCA(t, pki.CAOptions{CommonName: "second", NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour)})
+	writeFile(t, certFile, first.CertPEM)
+	writeFile(t, keyFile, first.KeyPEM)
+	h := start(t, func(o *controllers.Options) {
+		signerOnly(o)
+		for i := range o.Signer.Signers {
+			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
+		}
+	})
+	sign := func(name string) *certificatesv1.CertificateSigningRequest {
+		c := h.create(asNode("rot-1"), named(pki.ClientRenewal("rot-1"), name))
+		h.approveAsAdmin(c.Name)
+		return h.waitFor(c.Name, "issued", issued)
+	}
+	h.certificate(sign("rot-first"), first.Cert)
+
+	// A certificate without its key: the pair does not match, the old CA
+	// stays and the failure is counted.
+	writeFile(t, certFile, second.CertPEM)
+	waitUntil(t, "the reload failure is counted", func() bool {
+		return h.counter("kubelet_csr_controller_ca_reload_failures_total", nil) >= 1
+	})
+	h.certificate(sign("rot-mismatched"), first.Cert)
+
+	writeFile(t, keyFile, second.KeyPEM)
+	waitUntil(t, "the new CA is in use", func() bool {
+		return h.counter("kubelet_csr_controller_ca_not_after_timestamp_seconds", nil) == float64(second.Cert.NotAfter.Unix())
+	})
+	h.certificate(sign("rot-second"), second.Cert)
+}
+
+func TestExpiredCAIsRetriedUntilFixed(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	expired := pki.MustCA(t, pki.CAOptions{CommonName: "expired", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	writeFile(t, certFile, expired.CertPEM)
+	writeFile(t, keyFile, expired.KeyPEM)
+	h := start(t, func(o *controllers.Options) {
+		signerOnly(o)
+		for i := range o.Signer.Signers {
+			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
+		}
+	})
+	c := h.create(asNode("exp-1"), named(pki.ClientRenewal("exp-1"), "exp-waiting"))
+	h.approveAsAdmin(c.Name)
+	h.waitForEvent(c.Name, "Warning SigningError: Cannot sign now, will retry: the CA certificate has expired")
+	if got := h.waitFor(c.Name, "read", func(*certificatesv1.CertificateSigningRequest) bool { return true }); conditionOf(got, certificatesv1.CertificateFailed) != nil {
+		t.Fatalf("an expired CA must not fail the CSR: %s", describe(got))
+	}
+	fixed := pki.MustCA(t, pki.CAOptions{CommonName: "fixed"})
+	writeFile(t, keyFile, fixed.KeyPEM)
+	writeFile(t, certFile, fixed.CertPEM)
+	h.certificate(h.waitFor(c.Name, "issued", issued), fixed.Cert)
+}
+
+func TestCertificateCappedAtCAExpiryIsReported(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	short := pki.MustCA(t, pki.CAOptions{CommonName: "short", NotAfter: time.Now().Add(30 * time.Minute)})
+	writeFile(t, certFile, short.CertPEM)
+	writeFile(t, keyFile, short.KeyPEM)
+	h := start(t, func(o *controllers.Options) {
+		signerOnly(o)
+		for i := range o.Signer.Signers {
+			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
+		}
+	})
+	c := h.create(asNode("cap-1"), named(pki.ClientRenewal("cap-1"), "cap-short"))
+	h.approveAsAdmin(c.Name)
+	cert := h.certificate(h.waitFor(c.Name, "issued", issued), short.Cert)
+	if !cert.NotAfter.Equal(short.Cert.NotAfter) {
+		t.Errorf("NotAfter %s, want the CA's %s", cert.NotAfter, short.Cert.NotAfter)
+	}
+	h.waitForEvent(c.Name, "Warning CertificateShortened")
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return cond(), nil
+	})
+	if err != nil {
+		t.Fatalf("timed out waiting until %s", what)
+	}
+}
+
+func ptrInt32(v int32) *int32 { return &v }
+
+func kubeAdmin() *kubernetes.Clientset { return kubernetes.NewForConfigOrDie(env.Admin) }
+
+func pkixName(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }
