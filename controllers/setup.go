@@ -140,7 +140,6 @@ func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericE
 	}
 	cas := map[string]*signer.FileCA{}
 	for f, names := range users {
-		names := names
 		ca := signer.NewFileCA(f.cert, f.key, func(ca *signer.CA, err error) {
 			if err != nil {
 				for _, n := range names {

@@ -28,7 +28,7 @@ build() {
 		return
 	fi
 	mkdir -p "${dest}"
-	echo "building ${name} into ${dest} (first time only; kube-apiserver takes about 9 minutes cold)" >&2
+	echo "building ${name} into ${dest} (once per version; kube-apiserver takes 7-9 minutes cold, the others 1-2)" >&2
 	local start=${SECONDS}
 	(cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "${dest}/${name}.tmp.$$" "${pkg}")
 	mv "${dest}/${name}.tmp.$$" "${dest}/${name}"
