@@ -31,9 +31,17 @@ tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, 
 
 .PHONY: test
 test: build ## Run every test: unit (-race), envtest, the chart, fuzz smoke runs and the end-to-end flow.
-	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm \
+	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) \
 		go test -race -timeout 30m ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: demo
+demo: build ## Local control plane, the controller and simulated kubelets bootstrapping and rotating (DEMO_ARGS="--nodes 10 --keep").
+	KUBEBUILDER_ASSETS=$(ASSETS) go run ./test/demo --binary $(CURDIR)/$(BIN) $(DEMO_ARGS)
+
+.PHONY: e2e
+e2e: build ## Run only the end-to-end rotation flow, verbosely.
+	KUBEBUILDER_ASSETS=$(ASSETS) KCC_BINARY=$(CURDIR)/$(BIN) go test -count=1 -v -timeout 15m ./test/e2e/
 
 .PHONY: unit
 unit: ## Run only the tests that need no API server.

@@ -1,0 +1,257 @@
+// Package e2e runs the whole rotation flow: a real control plane, the real
+// kubelet-csr-controller binary as its own process, and simulated kubelets
+// that use the kubelet's own certificate manager to bootstrap, register and
+// rotate their client and serving certificates.
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
+	"github.com/nodecsr/kubelet-csr-controller/test/kubelet"
+)
+
+// signingDuration is short so that every kubelet rotates several times in a
+// couple of minutes (the kubelet rotates at 70-90% of a certificate's life).
+const signingDuration = time.Minute
+
+func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+
+	c, err := cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	bin, err := cluster.ControllerBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(c.Dir, "config.yaml")
+	if err := cluster.WriteConfig(cluster.ShortLived(c.ControllerConfig(), signingDuration), cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctrl.Kill() })
+	token, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	good := []string{"node-a", "node-b", "node-c"}
+	var kubelets []*kubelet.Kubelet
+	startNode := func(o kubelet.Options) *kubelet.Kubelet {
+		o.Bootstrap = c.BootstrapConfig(token)
+		o.CertDir = filepath.Join(c.Dir, o.NodeName)
+		if err := os.MkdirAll(o.CertDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		k, err := kubelet.Start(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(k.Stop)
+		kubelets = append(kubelets, k)
+		return k
+	}
+	for i, name := range good {
+		startNode(kubelet.Options{NodeName: name, Addresses: kubelet.Addresses(name, i+1)})
+	}
+	// node-a's address is 10.0.0.1; the liar claims it too.
+	liar := startNode(kubelet.Options{NodeName: "node-liar", Addresses: kubelet.Addresses("node-liar", 9), ExtraServingIPs: []net.IP{net.ParseIP("10.0.0.1")}})
+	late := startNode(kubelet.Options{NodeName: "node-late", Addresses: kubelet.Addresses("node-late", 8), RegisterDelay: 10 * time.Second})
+
+	honest := append(slices.Clone(kubelets[:len(good)]), late)
+	waitFor(ctx, t, 2*time.Minute, "every honest node has both certificates", func() bool {
+		for _, k := range honest {
+			if k.ClientCertificate() == nil || k.ServingCertificate() == nil {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("all nodes bootstrapped after %s", time.Since(start).Round(time.Second))
+
+	// Stop the controller; kubelets keep filing CSRs as their certificates
+	// near expiry. Start it again once some are waiting.
+	cs := kubernetes.NewForConfigOrDie(c.Admin)
+	if err := ctrl.Stop(); err != nil {
+		t.Fatalf("stop the controller: %v", err)
+	}
+	stoppedAt := time.Now()
+	// Restart as soon as one is waiting: a kubelet files its CSR at 70-90%
+	// of its certificate's life and needs the new one before the old expires.
+	waitFor(ctx, t, 2*time.Minute, "a CSR is filed while the controller is down", func() bool {
+		return len(pendingCSRs(t, cs)) >= 1
+	})
+	filedMeanwhile := pendingCSRs(t, cs)
+	t.Logf("%d CSRs filed while the controller was down for %s", len(filedMeanwhile), time.Since(stoppedAt).Round(time.Second))
+	ctrl, err = c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile, Name: "controller-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctrl.Kill() })
+	for _, name := range filedMeanwhile {
+		waitFor(ctx, t, time.Minute, name+" is decided after the restart", func() bool {
+			csr, err := cs.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			s := approver.StateOf(csr)
+			return s.Denied || s.Issued
+		})
+	}
+
+	waitFor(ctx, t, 4*time.Minute, "every honest node rotates both certificates twice", func() bool {
+		for _, k := range honest {
+			if cl, sv := k.Rotations(); cl < 2 || sv < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("every honest node rotated twice after %s", time.Since(start).Round(time.Second))
+
+	// Every issued certificate: chains to the CA, carries exactly the
+	// requested identity and SANs, lives exactly the configured duration.
+	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c.CA.Cert)
+	counts := map[string]int{}
+	for i := range list.Items {
+		csr := &list.Items[i]
+		s := approver.StateOf(csr)
+		node := nodeOf(t, csr)
+		switch {
+		case s.Issued:
+			counts["issued"]++
+			checkCertificate(t, csr, roots, node, byName(kubelets, node))
+		case s.Denied:
+			counts["denied"]++
+			d := condition(csr, certificatesv1.CertificateDenied)
+			if node != liar.Name() || csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || d.Reason != approver.ReasonSANNotOwnedByNode {
+				t.Errorf("%s (node %s, %s) denied: %s: %s", csr.Name, node, csr.Spec.SignerName, d.Reason, d.Message)
+			}
+		default:
+			counts["pending"]++
+			if age := time.Since(csr.CreationTimestamp.Time); age > 15*time.Second {
+				t.Errorf("%s (node %s) still pending after %s", csr.Name, node, age.Round(time.Second))
+			}
+		}
+	}
+	if liar.ServingCertificate() != nil {
+		t.Error("the node claiming another node's IP got a serving certificate")
+	}
+	if counts["denied"] == 0 {
+		t.Error("the liar's serving CSRs should have been denied")
+	}
+	t.Logf("CSRs: %v; whole flow took %s", counts, time.Since(start).Round(time.Second))
+}
+
+func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningRequest, roots *x509.CertPool, node string, k *kubelet.Kubelet) {
+	t.Helper()
+	block, _ := pem.Decode(csr.Status.Certificate)
+	if block == nil {
+		t.Errorf("%s: certificate is not PEM", csr.Name)
+		return
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Errorf("%s: %v", csr.Name, err)
+		return
+	}
+	usage := x509.ExtKeyUsageClientAuth
+	if csr.Spec.SignerName == certificatesv1.KubeletServingSignerName {
+		usage = x509.ExtKeyUsageServerAuth
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: cert.NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		t.Errorf("%s: does not chain to the CA: %v", csr.Name, err)
+	}
+	if cert.Subject.CommonName != "system:node:"+node || !slices.Equal(cert.Subject.Organization, []string{"system:nodes"}) {
+		t.Errorf("%s: subject %s", csr.Name, cert.Subject)
+	}
+	if life := cert.NotAfter.Sub(cert.NotBefore); life != signingDuration {
+		t.Errorf("%s: lifetime %s, want %s", csr.Name, life, signingDuration)
+	}
+	wantDNS, wantIPs := []string(nil), []net.IP(nil)
+	if usage == x509.ExtKeyUsageServerAuth && k != nil {
+		wantDNS, wantIPs = k.ExpectedSANs()
+	}
+	if !slices.Equal(cert.DNSNames, wantDNS) || !slices.EqualFunc(cert.IPAddresses, wantIPs, net.IP.Equal) {
+		t.Errorf("%s: SANs %v %v, want %v %v", csr.Name, cert.DNSNames, cert.IPAddresses, wantDNS, wantIPs)
+	}
+}
+
+func pendingCSRs(t *testing.T, cs kubernetes.Interface) []string {
+	t.Helper()
+	list, err := cs.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i := range list.Items {
+		if approver.StateOf(&list.Items[i]).Pending() {
+			out = append(out, list.Items[i].Name)
+		}
+	}
+	return out
+}
+
+func nodeOf(t *testing.T, csr *certificatesv1.CertificateSigningRequest) string {
+	t.Helper()
+	r := approver.Read(csr)
+	if r.NodeName == "" {
+		t.Errorf("%s: not a kubelet request", csr.Name)
+	}
+	return r.NodeName
+}
+
+func byName(ks []*kubelet.Kubelet, name string) *kubelet.Kubelet {
+	for _, k := range ks {
+		if k.Name() == name {
+			return k
+		}
+	}
+	return nil
+}
+
+func condition(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType) certificatesv1.CertificateSigningRequestCondition {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return certificatesv1.CertificateSigningRequestCondition{}
+}
+
+func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		return cond(), nil
+	})
+	if err != nil {
+		t.Fatalf("timed out after %s waiting until %s", timeout, what)
+	}
+}
