@@ -3,6 +3,8 @@ package approver
 import (
 	"bytes"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -176,4 +178,36 @@ func asciiLower(s string) string {
 		}
 	}
 	return s
+}
+
+// CommonName returns the subject CommonName of a PEM certificate request
+// without parsing the rest of it (public key, extensions) or checking its
+// signature: cheap enough for cache indexes and queue priorities, which only
+// group CSRs. It returns "" for anything it cannot read. Decisions use Read.
+func CommonName(pemBytes []byte) string {
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return ""
+	}
+	// CertificationRequest ::= SEQUENCE { certificationRequestInfo, ... }
+	// CertificationRequestInfo ::= SEQUENCE { version INTEGER, subject Name, ... }
+	var outer, info asn1.RawValue
+	if _, err := asn1.Unmarshal(block.Bytes, &outer); err != nil {
+		return ""
+	}
+	if _, err := asn1.Unmarshal(outer.Bytes, &info); err != nil {
+		return ""
+	}
+	var version int
+	rest, err := asn1.Unmarshal(info.Bytes, &version)
+	if err != nil {
+		return ""
+	}
+	var rdns pkix.RDNSequence
+	if _, err := asn1.Unmarshal(rest, &rdns); err != nil {
+		return ""
+	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&rdns)
+	return name.CommonName
 }

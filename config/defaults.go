@@ -66,6 +66,7 @@ func Default() *ControllerConfig {
 			DeletePendingAfter:          duration(24 * time.Hour),
 			DeleteApprovedUnissuedAfter: duration(24 * time.Hour),
 			DeleteExpired:               true,
+			Interval:                    duration(time.Minute),
 		},
 		Manager: Manager{
 			Workers:     Workers{Approver: 16, Signer: 16, Cleaner: 2},

@@ -160,6 +160,8 @@ type Cleaner struct {
 	DeleteApprovedUnissuedAfter metav1.Duration `json:"deleteApprovedUnissuedAfter"`
 	// DeleteExpired deletes CSRs whose certificate has expired.
 	DeleteExpired bool `json:"deleteExpired"`
+	// Interval is how often every CSR is looked at.
+	Interval metav1.Duration `json:"interval"`
 }
 
 // Manager tunes the process.

@@ -186,6 +186,7 @@ func validateCleaner(c *Cleaner, p *field.Path) field.ErrorList {
 		{"deleteFailedAfter", c.DeleteFailedAfter.Duration},
 		{"deletePendingAfter", c.DeletePendingAfter.Duration},
 		{"deleteApprovedUnissuedAfter", c.DeleteApprovedUnissuedAfter.Duration},
+		{"interval", c.Interval.Duration},
 	} {
 		errs = append(errs, positive(p.Child(f.name), f.d, 0)...)
 	}

@@ -17,7 +17,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -54,7 +53,8 @@ type ApproverReconciler struct {
 	Metrics  *Metrics
 	Options  ApproverOptions
 
-	guard writeGuard
+	guard    writeGuard
+	verified *verifiedRequests // shared with the signer; may be nil
 }
 
 // SetupWithManager registers the reconciler. It watches kubelet CSRs and,
@@ -63,7 +63,7 @@ type ApproverReconciler struct {
 func (r *ApproverReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.Workers, RateLimiter: rateLimiter()}).
+		WithOptions(controllerOptions(mgr, "csr-approver", r.Options.Workers)).
 		Watches(&certificatesv1.CertificateSigningRequest{}, &csrHandler{r: r})
 	p := &r.Options.Policy
 	if p.Serving.Enabled || (p.NodeClient.Enabled && !p.NodeClient.AllowBootstrapForExistingNode) {
@@ -93,6 +93,9 @@ func (r *ApproverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 	in := approver.Read(csr)
+	if in.Problem == nil && r.verified != nil {
+		r.verified.add(csr.Spec.Request)
+	}
 	plan := approver.PlanFor(in, &r.Options.Policy)
 	facts := &approver.Facts{Now: r.Options.Now()}
 	if err := r.gather(ctx, in, plan, facts, r.Client); err != nil {
@@ -198,8 +201,14 @@ func Resolve(ctx context.Context, resolver Resolver, timeout time.Duration, name
 
 // act carries a decision out: the condition, the Event, the metrics.
 func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, in *approver.Request, d approver.Decision, now time.Time) (ctrl.Result, error) {
-	logger := log.FromContext(ctx).WithValues("signer", csr.Spec.SignerName, "node", in.NodeName, "requester", csr.Spec.Username)
 	signer := csr.Spec.SignerName
+	logger := log.FromContext(ctx)
+	// Every line names the CSR, its node and signer, the requester and the
+	// decision; passed per line rather than with WithValues, which copies.
+	logDecision := func(msg string, v int) {
+		logger.V(v).Info(msg, "csr", csr.Name, "signer", signer, "node", in.NodeName, "requester", csr.Spec.Username,
+			"reason", d.Reason, "message", d.Message, "retryAfter", d.RetryAfter)
+	}
 	mode := "enforce"
 	if r.Options.DryRun {
 		mode = "dryRun"
@@ -211,13 +220,13 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 		if d.Reason == approver.ReasonLeftPending {
 			count("ignore")
 			r.event(csr, corev1.EventTypeNormal, EventLeftPending, d)
-			logger.Info("left pending", "reason", d.Reason, "message", d.Message)
+			logDecision("left pending", 0)
 		}
 		return ctrl.Result{}, nil
 	case approver.Retry:
 		count("retry")
 		r.event(csr, corev1.EventTypeNormal, EventWaiting, d)
-		logger.V(1).Info("waiting", "reason", d.Reason, "message", d.Message, "retryAfter", d.RetryAfter)
+		logDecision("waiting", 1)
 		return ctrl.Result{RequeueAfter: d.RetryAfter}, nil
 	}
 
@@ -232,7 +241,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 			reason = EventWouldDeny
 		}
 		r.event(csr, eventType, reason, approver.Decision{Reason: d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + d.Message})
-		logger.Info("dry run: would "+verdict, "reason", d.Reason, "message", d.Message)
+		logDecision("dry run: would "+verdict, 0)
 		return ctrl.Result{}, nil
 	}
 
@@ -243,7 +252,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			// Someone changed or deleted the CSR since the cache saw it; the
 			// change's own event brings the CSR back if it still matters.
-			logger.V(1).Info("CSR changed before the decision was written", "error", err.Error())
+			logger.V(1).Info("CSR changed before the decision was written", "csr", csr.Name, "error", err.Error())
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("write %s condition: %w", condition, err)
@@ -252,7 +261,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 	count(verdict)
 	r.Metrics.DecisionLatency.WithLabelValues(signer, verdict).Observe(since(csr.CreationTimestamp.Time, now))
 	r.event(csr, eventType, eventReason, d)
-	logger.Info(string(condition), "reason", d.Reason, "message", d.Message)
+	logDecision(string(condition), 0)
 	return ctrl.Result{}, nil
 }
 

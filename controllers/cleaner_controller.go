@@ -2,24 +2,22 @@ package controllers
 
 import (
 	"context"
-	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
 
-// CleanerOptions configure the CleanerReconciler. The rules are those of
+// CleanerOptions configure the Cleaner. The rules are those of
 // kube-controller-manager's csrcleaner (k8s.io/kubernetes v1.37.2,
 // pkg/controller/certificates/cleaner), with every age configurable.
 type CleanerOptions struct {
@@ -34,6 +32,10 @@ type CleanerOptions struct {
 	ApprovedUnissuedAfter time.Duration // after approval, never issued
 	DeleteExpired         bool          // once the issued certificate has expired
 
+	// Interval is how often every CSR is looked at (kube-controller-manager:
+	// hourly).
+	Interval time.Duration
+	// Workers delete in parallel when many CSRs are due at once.
 	Workers int
 	Now     func() time.Time
 }
@@ -97,64 +99,123 @@ func conditionTime(csr *certificatesv1.CertificateSigningRequest, c certificates
 }
 
 // certificateNotAfter returns the expiry of the first certificate in a PEM
-// bundle (the leaf).
+// bundle (the leaf). It reads the validity and nothing else: the cleaner
+// looks at every issued CSR on every pass.
 func certificateNotAfter(pemBytes []byte) (time.Time, error) {
 	block, _ := pem.Decode(pemBytes)
 	if block == nil {
-		return time.Time{}, fmt.Errorf("no PEM block")
+		return time.Time{}, errors.New("no PEM block")
 	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return time.Time{}, err
+	// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version,
+	// serialNumber, signature, issuer, validity, ... }, ... }
+	var cert struct {
+		TBS struct {
+			Raw      asn1.RawContent
+			Version  int `asn1:"optional,explicit,default:0,tag:0"`
+			Serial   asn1.RawValue
+			SigAlg   asn1.RawValue
+			Issuer   asn1.RawValue
+			Validity struct{ NotBefore, NotAfter time.Time }
+		}
 	}
-	return c.NotAfter, nil
+	if _, err := asn1.Unmarshal(block.Bytes, &cert); err != nil {
+		return time.Time{}, fmt.Errorf("parse certificate validity: %w", err)
+	}
+	return cert.TBS.Validity.NotAfter, nil
 }
 
-// CleanerReconciler deletes CSRs that are finished or abandoned. Each CSR is
-// looked at when it changes and again when its deadline comes, rather than by
-// listing every CSR on a timer.
-type CleanerReconciler struct {
+// Cleaner deletes CSRs that are finished or abandoned. Every Interval it
+// looks at each cached CSR, without copying it, and deletes those whose
+// deadline has passed: a pass over ten thousand CSRs takes milliseconds and
+// keeps nothing in memory between passes.
+type Cleaner struct {
 	Client  client.Client
 	Metrics *Metrics
 	Options CleanerOptions
+	Log     logr.Logger
 }
 
-// SetupWithManager registers the reconciler.
-func (r *CleanerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
-		return ok && (r.Options.AllSigners || slices.Contains(r.Options.Signers, csr.Spec.SignerName))
-	})
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("csr-cleaner").
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.Workers, RateLimiter: rateLimiter()}).
-		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(ours)).
-		Complete(r)
+// Start sweeps at once and then every Interval until ctx ends.
+func (c *Cleaner) Start(ctx context.Context) error {
+	ticker := time.NewTicker(c.Options.Interval)
+	defer ticker.Stop()
+	for {
+		if _, err := c.Sweep(ctx); err != nil && ctx.Err() == nil {
+			c.Log.Error(err, "cleaning CSRs")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
 }
 
-// Reconcile deletes one CSR when it is due, or comes back when it will be.
-func (r *CleanerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	csr := &certificatesv1.CertificateSigningRequest{}
-	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+// NeedLeaderElection is true: only the leader deletes.
+func (c *Cleaner) NeedLeaderElection() bool { return true }
+
+// Sweep deletes every CSR that is due now and returns how many it deleted.
+func (c *Cleaner) Sweep(ctx context.Context) (int, error) {
+	var list certificatesv1.CertificateSigningRequestList
+	if err := c.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return 0, fmt.Errorf("list CSRs: %w", err)
 	}
-	at, rule, ok := CleanupAt(csr, &r.Options)
-	if !ok {
-		return ctrl.Result{}, nil
+	now := c.Options.Now()
+	type due struct {
+		csr  *certificatesv1.CertificateSigningRequest
+		rule string
 	}
-	if wait := at.Sub(r.Options.Now()); wait > 0 {
-		return ctrl.Result{RequeueAfter: wait + time.Second}, nil
+	var todo []due
+	for i := range list.Items {
+		csr := &list.Items[i]
+		if !c.Options.AllSigners && !slices.Contains(c.Options.Signers, csr.Spec.SignerName) {
+			continue
+		}
+		if at, rule, ok := CleanupAt(csr, &c.Options); ok && !now.Before(at) {
+			todo = append(todo, due{csr, rule})
+		}
 	}
-	// Delete exactly what was judged: a CSR that changed since (approved at
-	// the last moment, say) is judged again.
-	err := r.Client.Delete(ctx, csr, client.Preconditions{UID: &csr.UID, ResourceVersion: &csr.ResourceVersion})
+	var (
+		mu      sync.Mutex
+		deleted int
+		errs    []error
+		wg      sync.WaitGroup
+	)
+	next := make(chan due)
+	for range max(c.Options.Workers, 1) {
+		wg.Go(func() {
+			for d := range next {
+				gone, err := c.delete(ctx, d.csr, d.rule)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else if gone {
+					deleted++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, d := range todo {
+		next <- d
+	}
+	close(next)
+	wg.Wait()
+	return deleted, errors.Join(errs...)
+}
+
+// delete removes exactly the CSR that was judged: one that changed since
+// (approved at the last moment, say) is judged again on the next pass.
+func (c *Cleaner) delete(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, rule string) (bool, error) {
+	uid, rv := csr.UID, csr.ResourceVersion
+	err := c.Client.Delete(ctx, csr, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		return ctrl.Result{}, nil
+		return false, nil
 	case err != nil:
-		return ctrl.Result{}, fmt.Errorf("delete CSR: %w", err)
+		return false, fmt.Errorf("delete CSR %s: %w", csr.Name, err)
 	}
-	r.Metrics.Cleaned.WithLabelValues(csr.Spec.SignerName, rule).Inc()
-	log.FromContext(ctx).Info("deleted", "signer", csr.Spec.SignerName, "rule", rule)
-	return ctrl.Result{}, nil
+	c.Metrics.Cleaned.WithLabelValues(csr.Spec.SignerName, rule).Inc()
+	c.Log.Info("deleted", "csr", csr.Name, "signer", csr.Spec.SignerName, "rule", rule)
+	return true, nil
 }

@@ -84,6 +84,7 @@ func TestCleanerDeletesWhatIsDue(t *testing.T) {
 	h := start(t, func(o *controllers.Options) {
 		signerOnly(o)
 		c := kubernetesRules()
+		c.Interval = 100 * time.Millisecond
 		o.Cleaner = &c
 		o.Now = func() time.Time { return time.Now().Add(25 * time.Hour) }
 	})

@@ -13,7 +13,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/go-logr/logr"
 )
 
 // Event reasons. Decision reasons (approver.Reason*) go into the note.
@@ -92,6 +96,19 @@ func (g *writeGuard) stale(csr *certificatesv1.CertificateSigningRequest) bool {
 	}
 	delete(g.m, csr.UID)
 	return false
+}
+
+// controllerOptions are the options of the three controllers: workers, a
+// back-off, and one logger built once. controller-runtime's default builds a
+// logger with the request's name for every reconcile, which with zap costs a
+// buffer per CSR; our log lines name the CSR themselves.
+func controllerOptions(mgr ctrl.Manager, name string, workers int) controller.Options {
+	logger := mgr.GetLogger().WithValues("controller", name)
+	return controller.Options{
+		MaxConcurrentReconciles: workers,
+		RateLimiter:             rateLimiter(),
+		LogConstructor:          func(*reconcile.Request) logr.Logger { return logger },
+	}
 }
 
 // rateLimiter backs off failed reconciles from 50ms up to 2 minutes, so that

@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,8 +14,8 @@ import (
 // a list call.
 const nodeIndex = "nodecsr.io/node"
 
-// indexNodeName is the nodeIndex function. It parses the request leniently:
-// the index only groups CSRs; the approver reads each request strictly.
+// indexNodeName is the nodeIndex function. The index only groups CSRs; the
+// approver reads each request strictly.
 func indexNodeName(o client.Object) []string {
 	csr, ok := o.(*certificatesv1.CertificateSigningRequest)
 	if !ok || approver.KindOf(csr.Spec.SignerName) == approver.KindOther {
@@ -29,17 +27,10 @@ func indexNodeName(o client.Object) []string {
 	return nil
 }
 
-// nodeNameOf returns the node a kubelet CSR's CommonName names, or "".
+// nodeNameOf returns the node a kubelet CSR's CommonName names, or "". It
+// reads only the subject: it runs on every informer update.
 func nodeNameOf(csr *certificatesv1.CertificateSigningRequest) string {
-	block, _ := pem.Decode(csr.Spec.Request)
-	if block == nil {
-		return ""
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil {
-		return ""
-	}
-	return approver.NodeNameFromCN(req.Subject.CommonName)
+	return approver.NodeNameFromCN(approver.CommonName(csr.Spec.Request))
 }
 
 // csrsOfNode lists the cached kubelet CSRs whose CommonName names node. The

@@ -74,7 +74,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return err
 	}
 
-	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver}
+	verified := newVerifiedRequests(8192)
+	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver, verified: verified}
 	if err := ar.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the approver: %w", err)
 	}
@@ -83,7 +84,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		signerNames = append(signerNames, s.Name)
 	}
 	if len(signerNames) > 0 {
-		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded}
+		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded, verified: verified}
 		if err := sr.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the signer: %w", err)
 		}
@@ -92,8 +93,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		co := *o.Cleaner
 		co.Now = o.Now
 		co.Signers = managedSigners(&o.Approver, signerNames)
-		cr := &CleanerReconciler{Client: mgr.GetClient(), Metrics: m, Options: co}
-		if err := cr.SetupWithManager(mgr); err != nil {
+		if co.Interval <= 0 {
+			co.Interval = time.Minute
+		}
+		if err := mgr.Add(&Cleaner{Client: mgr.GetClient(), Metrics: m, Options: co, Log: ctrl.Log.WithName("cleaner")}); err != nil {
 			return fmt.Errorf("set up the cleaner: %w", err)
 		}
 	}

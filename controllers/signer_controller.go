@@ -14,7 +14,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -48,8 +47,9 @@ type SignerReconciler struct {
 	// Reloaded receives an event per signer whose CA changed.
 	Reloaded chan event.GenericEvent
 
-	signers map[string]signer.Config
-	guard   writeGuard
+	signers  map[string]signer.Config
+	guard    writeGuard
+	verified *verifiedRequests // shared with the approver; may be nil
 }
 
 // signable reports whether a CSR is approved, not denied or failed, and has
@@ -75,7 +75,7 @@ func (r *SignerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("csr-signer").
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.Workers, RateLimiter: rateLimiter()}).
+		WithOptions(controllerOptions(mgr, "csr-signer", r.Options.Workers)).
 		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(ours)).
 		WatchesRawSource(source.Channel(r.Reloaded, handler.EnqueueRequestsFromMapFunc(r.waitingOnCA))).
 		Complete(r)
@@ -97,7 +97,7 @@ func (r *SignerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		err := fmt.Errorf("no CA is loaded from %s and %s", r.CAs[cfg.Name].CertFile, r.CAs[cfg.Name].KeyFile)
 		return ctrl.Result{}, r.cannotSignNow(csr, err)
 	}
-	issued, err := signer.Sign(ca, csr, cfg, now)
+	issued, err := r.sign(ca, csr, cfg, now)
 	switch {
 	case signer.IsValidationError(err):
 		return ctrl.Result{}, r.fail(ctx, csr, err, now)
@@ -105,6 +105,19 @@ func (r *SignerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, r.cannotSignNow(csr, err)
 	}
 	return ctrl.Result{}, r.store(ctx, csr, issued, now)
+}
+
+// sign issues the certificate, without checking the request's signature
+// again when the approver of this process has just checked these bytes.
+func (r *SignerReconciler) sign(ca *signer.CA, csr *certificatesv1.CertificateSigningRequest, cfg signer.Config, now time.Time) (*signer.Issued, error) {
+	if r.verified == nil || !r.verified.has(csr.Spec.Request) {
+		return signer.Sign(ca, csr, cfg, now)
+	}
+	req, err := signer.DecodeRequest(csr.Spec.Request)
+	if err != nil {
+		return nil, err
+	}
+	return signer.SignParsed(ca, csr, req, cfg, now)
 }
 
 // store writes the certificate. On a conflict it re-reads the CSR from the
@@ -146,7 +159,7 @@ func (r *SignerReconciler) store(ctx context.Context, csr *certificatesv1.Certif
 	case err != nil:
 		return fmt.Errorf("write certificate: %w", err)
 	case !stored:
-		logger.V(1).Info("CSR no longer signable; certificate discarded", "signer", csr.Spec.SignerName)
+		logger.V(1).Info("CSR no longer signable; certificate discarded", "csr", csr.Name, "signer", csr.Spec.SignerName)
 		return nil
 	}
 	signerName := csr.Spec.SignerName
@@ -160,7 +173,7 @@ func (r *SignerReconciler) store(ctx context.Context, csr *certificatesv1.Certif
 		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventCertificateCapped, eventActionSign,
 			"The certificate ends at the CA's expiry %s, before the %s it should last: renew the CA.", notAfter, issued.Lifetime.Requested)
 	}
-	logger.Info("issued", "signer", signerName, "serial", serial, "notAfter", notAfter, "capped", issued.Lifetime.Capped)
+	logger.Info("issued", "csr", csr.Name, "signer", signerName, "serial", serial, "notAfter", notAfter, "capped", issued.Lifetime.Capped)
 	return nil
 }
 
@@ -178,7 +191,7 @@ func (r *SignerReconciler) fail(ctx context.Context, csr *certificatesv1.Certifi
 	r.guard.wrote(csr, rv, now)
 	r.Metrics.SigningFailures.WithLabelValues(csr.Spec.SignerName, failureReasonValidation).Inc()
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventSigningFailed, eventActionSign, "%s: %s", ReasonSignerValidation, cause.Error())
-	log.FromContext(ctx).Info("failed", "signer", csr.Spec.SignerName, "reason", ReasonSignerValidation, "message", cause.Error())
+	log.FromContext(ctx).Info("failed", "csr", csr.Name, "signer", csr.Spec.SignerName, "reason", ReasonSignerValidation, "message", cause.Error())
 	return nil
 }
 

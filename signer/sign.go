@@ -36,6 +36,12 @@ func Sign(ca *CA, csr *certificatesv1.CertificateSigningRequest, c Config, now t
 	if err != nil {
 		return nil, err
 	}
+	return SignParsed(ca, csr, req, c, now)
+}
+
+// SignParsed is Sign for a request already parsed from csr's spec.request
+// and whose signature the caller has checked.
+func SignParsed(ca *CA, csr *certificatesv1.CertificateSigningRequest, req *x509.CertificateRequest, c Config, now time.Time) (*Issued, error) {
 	if err := Validate(c.Name, req, csr.Spec.Usages); err != nil {
 		return nil, err
 	}
