@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
+)
+
+// process is a running contender.
+type process struct {
+	pid  int
+	stop func()
+	// metrics is the address of the contender's metrics endpoint (and
+	// /debug/pprof with --profiling), when it has one.
+	metrics string
+}
+
+// contender is one way of approving and signing kubelet CSRs.
+type contender struct {
+	name string
+	// approvesServing is false for kube-controller-manager: the benchmark
+	// approves serving CSRs for it and compares signing only.
+	approvesServing bool
+	start           func(ctx context.Context, c *cluster.Cluster, o *options) (*process, error)
+}
+
+func contenders() []contender {
+	return []contender{
+		{name: "kubelet-csr-controller (defaults)", approvesServing: true, start: startThis},
+		{name: "kube-controller-manager (defaults: QPS 20, burst 30)", start: startKCM(nil)},
+		{name: "kube-controller-manager (QPS 500, burst 1000)", start: startKCM([]string{"--kube-api-qps=500", "--kube-api-burst=1000"})},
+		{name: "ideal loop (16 workers, no policy, no events)", approvesServing: true, start: startIdeal},
+	}
+}
+
+// startThis runs the controller binary with an empty configuration file
+// apart from the CA: its defaults are what users get.
+func startThis(ctx context.Context, c *cluster.Cluster, o *options) (*process, error) {
+	cfgFile := filepath.Join(c.Dir, "config.yaml")
+	if err := cluster.WriteConfig(c.ControllerConfig(), cfgFile); err != nil {
+		return nil, err
+	}
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: o.binary, ConfigFile: cfgFile, ExtraArgs: o.controllerArgs})
+	if err != nil {
+		return nil, err
+	}
+	if err := ctrl.WaitReady(ctx, time.Minute); err != nil {
+		_ = ctrl.Kill()
+		return nil, err
+	}
+	return &process{pid: ctrl.Cmd.Process.Pid, stop: func() { _ = ctrl.Stop() }, metrics: ctrl.MetricsAddr}, nil
+}
+
+// startKCM runs kube-controller-manager v1.37.2 with only the CSR approving
+// and signing controllers.
+func startKCM(extra []string) func(context.Context, *cluster.Cluster, *options) (*process, error) {
+	return func(ctx context.Context, c *cluster.Cluster, o *options) (*process, error) {
+		args := append([]string{
+			"--kubeconfig=" + c.AdminKubeconfig,
+			"--controllers=csrapproving,csrsigning",
+			"--cluster-signing-cert-file=" + c.CACertFile,
+			"--cluster-signing-key-file=" + c.CAKeyFile,
+			"--leader-elect=false",
+			"--secure-port=0",
+		}, extra...)
+		return spawn(filepath.Join(o.assets, "kube-controller-manager"), args, filepath.Join(c.Dir, "kube-controller-manager.log"))
+	}
+}
+
+// startIdeal runs this benchmark binary's ideal loop as its own process.
+func startIdeal(_ context.Context, c *cluster.Cluster, _ *options) (*process, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return spawn(self, []string{"ideal-loop", "--kubeconfig", c.AdminKubeconfig, "--ca-cert", c.CACertFile, "--ca-key", c.CAKeyFile}, filepath.Join(c.Dir, "ideal-loop.log"))
+}
+
+func spawn(bin string, args []string, logFile string) (*process, error) {
+	f, err := os.Create(logFile) //nolint:gosec // the benchmark's own directory
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, args...) //nolint:gosec // the benchmark's own binaries
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	return &process{pid: cmd.Process.Pid, stop: stop}, nil
+}

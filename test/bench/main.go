@@ -1,0 +1,414 @@
+// Command bench runs kubelet-csr-controller side by side with
+// kube-controller-manager's csrapproving/csrsigning and an ideal loop, each on
+// a fresh local control plane, under the same workloads: a burst of
+// bootstrap client CSRs, a burst of serving CSRs from registered Nodes, and a
+// steady arrival rate. It then measures memory with many CSRs cached. It
+// prints Markdown tables and writes JSON lines.
+//
+//	go run ./test/bench --binary bin/kubelet-csr-controller [--n 1000] [--rate 50] [--steady 60s]
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
+)
+
+type options struct {
+	binary         string
+	assets         string
+	n              int
+	rate           float64
+	steady         time.Duration
+	timeout        time.Duration
+	memoryCached   int
+	only           string
+	out            string
+	profileDir     string
+	controllerArgs []string
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "ideal-loop" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		err := idealLoop(ctx, os.Args[2:])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ideal-loop:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var o options
+	flag.StringVar(&o.binary, "binary", "", "kubelet-csr-controller binary (default: build it)")
+	flag.IntVar(&o.n, "n", 1000, "CSRs per burst")
+	flag.Float64Var(&o.rate, "rate", 50, "steady arrival rate, CSRs per second")
+	flag.DurationVar(&o.steady, "steady", time.Minute, "how long the steady arrivals last")
+	flag.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for a workload's last certificate")
+	flag.IntVar(&o.memoryCached, "memory-cached", 10000, "issued CSRs in the cluster before the memory run's controller starts; 0 skips the memory run")
+	flag.StringVar(&o.only, "only", "", `run only contenders whose name contains this ("memory" for the memory run alone)`)
+	flag.StringVar(&o.out, "out", "_output/bench/results.jsonl", "JSON lines output")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of kubelet-csr-controller, one per workload, into this directory")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := run(ctx, &o, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o *options, out io.Writer) error {
+	var err error
+	if o.assets, err = cluster.AssetsDir(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(o.assets, "kube-controller-manager")); err != nil {
+		return fmt.Errorf("kube-controller-manager is not in KUBEBUILDER_ASSETS=%s: run hack/build-tools.sh kube-controller-manager (make bench does)", o.assets)
+	}
+	if o.profileDir != "" {
+		o.controllerArgs = append(o.controllerArgs, "--profiling")
+		if err := os.MkdirAll(o.profileDir, 0o750); err != nil {
+			return err
+		}
+	}
+	if o.binary == "" {
+		if o.binary, err = cluster.ControllerBinary(ctx, os.TempDir()); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "machine: %s, %d CPUs, %s; N=%d, steady %g/s for %s\n\n", machine(), runtime.NumCPU(), runtime.Version(), o.n, o.rate, o.steady)
+	var results []result
+	for _, ct := range contenders() {
+		if o.only != "" && !strings.Contains(ct.name, o.only) {
+			continue
+		}
+		fmt.Fprintf(out, "== %s\n", ct.name)
+		rs, err := runContender(ctx, ct, o, out)
+		if err != nil {
+			return fmt.Errorf("%s: %w", ct.name, err)
+		}
+		results = append(results, rs...)
+	}
+	const memoryRunName = "memory kubelet-csr-controller"
+	if o.memoryCached > 0 && (o.only == "" || strings.Contains(memoryRunName, o.only)) {
+		fmt.Fprintf(out, "== memory: %d issued CSRs cached, then a burst of %d\n", o.memoryCached, o.n)
+		r, err := memoryRun(ctx, o, out)
+		if err != nil {
+			return fmt.Errorf("memory run: %w", err)
+		}
+		results = append(results, r...)
+	}
+	fmt.Fprintln(out)
+	printTable(out, results)
+	return writeJSON(o.out, results)
+}
+
+// runContender starts a fresh control plane and the contender, then runs
+// the three workloads on it.
+func runContender(ctx context.Context, ct contender, o *options, out io.Writer) ([]result, error) {
+	c, err := cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.Stop() }()
+	admin, err := kubernetes.NewForConfig(unlimited(c.Admin))
+	if err != nil {
+		return nil, err
+	}
+	token, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	bootstrap, err := kubernetes.NewForConfig(unlimited(c.BootstrapConfig(token)))
+	if err != nil {
+		return nil, err
+	}
+	t, err := newTracker(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	p, err := ct.start(ctx, c, o)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	roots := x509.NewCertPool()
+	roots.AddCert(c.CA.Cert)
+
+	// Warm up: one CSR through, so that caches are synced and connections
+	// open before the clock starts.
+	warm, err := clientBurst("warmup", 1, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, timedOut, err := warm.run(ctx, t, time.Minute); err != nil || timedOut {
+		return nil, errors.Join(errors.New("the warm-up CSR was not issued within a minute"), err)
+	}
+
+	var results []result
+	prepare := []func() (*workload, error){
+		func() (*workload, error) { return clientBurst("client", o.n, bootstrap) },
+		func() (*workload, error) {
+			w, err := servingBurst(ctx, "serving", o.n, c, admin)
+			if err == nil && !ct.approvesServing {
+				w.approve = admin
+			}
+			return w, err
+		},
+		func() (*workload, error) { return steady("steady", o.rate, o.steady, bootstrap) },
+	}
+	for _, prep := range prepare {
+		w, err := prep()
+		if err != nil {
+			return nil, err
+		}
+		cpu0, err := cpuSeconds(p.pid)
+		if err != nil {
+			return nil, err
+		}
+		stopProfile := profile(ctx, o, p, w)
+		start, end, timedOut, err := w.run(ctx, t, o.timeout+time.Duration(float64(len(w.csrs))/max(w.rate, 1))*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		stopProfile()
+		cpu1, err := cpuSeconds(p.pid)
+		if err != nil {
+			return nil, err
+		}
+		rss, err := peakRSS(p.pid)
+		if err != nil {
+			return nil, err
+		}
+		r := w.measure(t, start, end, roots)
+		r.Contender, r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = ct.name, cpu1-cpu0, float64(rss)/(1<<20), timedOut
+		if w.approve != nil {
+			r.Note = "approved by the benchmark; signing only"
+		}
+		fmt.Fprintf(out, "   %-14s %4d/%d issued in %6.1fs  %7.1f CSRs/s  p99 create->issued %8.0f ms  CPU %5.1fs  peak RSS %5.1f MiB%s\n",
+			r.Workload, r.Issued, r.N, r.WallSeconds, r.PerSecond, at(r.IssuedMS, 2), r.CPUSeconds, r.PeakRSSMiB, timeoutNote(r))
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// profile records a CPU profile of the contender over the first seconds of
+// a workload (a burst's busy part, or the steady arrivals), when
+// --profile-dir is set and the contender serves /debug/pprof. The returned
+// function waits for it and writes the file.
+func profile(ctx context.Context, o *options, p *process, w *workload) func() {
+	if o.profileDir == "" || p.metrics == "" {
+		return func() {}
+	}
+	seconds := 5
+	if w.rate > 0 {
+		seconds = int(float64(len(w.csrs)) / w.rate)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.metrics, seconds)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		_ = os.WriteFile(filepath.Join(o.profileDir, strings.ReplaceAll(w.name, " ", "-")+".pprof"), b, 0o600)
+	}()
+	return func() { <-done }
+}
+
+// heapProfile saves the contender's heap profile when --profile-dir is set.
+func heapProfile(ctx context.Context, o *options, p *process, name string) {
+	if o.profileDir == "" || p.metrics == "" {
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metrics+"/debug/pprof/heap", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_ = os.WriteFile(filepath.Join(o.profileDir, name+".pprof"), b, 0o600)
+}
+
+// memoryRun fills a cluster with issued CSRs, starts a fresh controller,
+// and measures its peak RSS through a further burst.
+func memoryRun(ctx context.Context, o *options, out io.Writer) ([]result, error) {
+	c, err := cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.Stop() }()
+	admin, err := kubernetes.NewForConfig(unlimited(c.Admin))
+	if err != nil {
+		return nil, err
+	}
+	token, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	bootstrap, err := kubernetes.NewForConfig(unlimited(c.BootstrapConfig(token)))
+	if err != nil {
+		return nil, err
+	}
+	t, err := newTracker(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	filler, err := startThis(ctx, c, o)
+	if err != nil {
+		return nil, err
+	}
+	fill, err := clientBurst("fill", o.memoryCached, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, timedOut, err := fill.run(ctx, t, 10*time.Minute); err != nil || timedOut {
+		filler.stop()
+		return nil, errors.Join(fmt.Errorf("filling the cluster with %d CSRs did not finish", o.memoryCached), err)
+	}
+	filler.stop()
+
+	p, err := startThis(ctx, c, o)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	idle, err := peakRSS(p.pid)
+	if err != nil {
+		return nil, err
+	}
+	heapProfile(ctx, o, p, "heap-after-start")
+	w, err := clientBurst("memory", o.n, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	cpu0, _ := cpuSeconds(p.pid)
+	start, end, timedOut, err := w.run(ctx, t, o.timeout)
+	if err != nil {
+		return nil, err
+	}
+	cpu1, _ := cpuSeconds(p.pid)
+	rss, err := peakRSS(p.pid)
+	if err != nil {
+		return nil, err
+	}
+	heapProfile(ctx, o, p, "heap-after-burst")
+	roots := x509.NewCertPool()
+	roots.AddCert(c.CA.Cert)
+	r := w.measure(t, start, end, roots)
+	r.Contender = "kubelet-csr-controller (defaults)"
+	r.Workload = fmt.Sprintf("burst with %d cached", o.memoryCached)
+	r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = cpu1-cpu0, float64(rss)/(1<<20), timedOut
+	r.Note = fmt.Sprintf("peak RSS %.1f MiB after start with %d CSRs cached, before the burst", float64(idle)/(1<<20), o.memoryCached)
+	fmt.Fprintf(out, "   %s: peak RSS %.1f MiB after start, %.1f MiB after the burst\n", r.Workload, float64(idle)/(1<<20), r.PeakRSSMiB)
+	return []result{r}, nil
+}
+
+func at(v []float64, i int) float64 {
+	if len(v) <= i {
+		return 0
+	}
+	return v[i]
+}
+
+func timeoutNote(r result) string {
+	if r.TimedOut {
+		return "  (timed out)"
+	}
+	return ""
+}
+
+// printTable prints the results as a Markdown table.
+func printTable(w io.Writer, rs []result) {
+	fmt.Fprintln(w, "| contender | workload | issued | CSRs/s | create->approved p50 / p90 / p99 | create->issued p50 / p90 / p99 | controller CPU | CPU per 1000 | peak RSS | verified |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rs {
+		fmt.Fprintf(w, "| %s | %s | %d/%d%s | %.1f | %s | %s | %.1f s | %.2f s | %.0f MiB | %d |\n",
+			r.Contender, r.Workload, r.Issued, r.N, timeoutNote(r), r.PerSecond, pct(r.ApprovedMS), pct(r.IssuedMS),
+			r.CPUSeconds, 1000*r.CPUSeconds/float64(max(r.Issued, 1)), r.PeakRSSMiB, r.Verified)
+	}
+	for _, r := range rs {
+		if r.Note != "" {
+			fmt.Fprintf(w, "\n- %s, %s: %s", r.Contender, r.Workload, r.Note)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func pct(v []float64) string {
+	if len(v) < 3 {
+		return "-"
+	}
+	return fmt.Sprintf("%s / %s / %s", dur(v[0]), dur(v[1]), dur(v[2]))
+}
+
+func dur(ms float64) string {
+	if ms >= 1000 {
+		return fmt.Sprintf("%.1f s", ms/1000)
+	}
+	return fmt.Sprintf("%.0f ms", ms)
+}
+
+func writeJSON(path string, rs []result) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	f, err := os.Create(path) //nolint:gosec // operator-given output path
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	for _, r := range rs {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// machine describes the CPU, from /proc/cpuinfo.
+func machine() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return runtime.GOARCH
+}

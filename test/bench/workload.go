@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
+)
+
+// A workload is a set of CSRs prepared before the clock starts, and how
+// they are filed.
+type workload struct {
+	name string
+	csrs []*certificatesv1.CertificateSigningRequest
+	// client files CSR i: the identity the API server records as its
+	// requester.
+	client func(i int) kubernetes.Interface
+	// rate is CSRs per second; 0 files them all at once with `creators`
+	// concurrent creators.
+	rate     float64
+	creators int
+	// approve, when set, approves each CSR right after creating it (for
+	// kube-controller-manager, which never approves serving CSRs).
+	approve kubernetes.Interface
+}
+
+// clientBurst prepares n bootstrap client CSRs filed with a bootstrap token.
+func clientBurst(prefix string, n int, bootstrap kubernetes.Interface) (*workload, error) {
+	w := &workload{name: "client burst", creators: 16, client: func(int) kubernetes.Interface { return bootstrap }}
+	for i := range n {
+		c := pki.ClientBootstrap(fmt.Sprintf("%s-node-%d", prefix, i), "abcdef")
+		c.Name = fmt.Sprintf("%s-client-%d", prefix, i)
+		o, err := object(c)
+		if err != nil {
+			return nil, err
+		}
+		w.csrs = append(w.csrs, o)
+	}
+	return w, nil
+}
+
+// steady prepares rate*d bootstrap client CSRs filed at a steady rate.
+func steady(prefix string, rate float64, d time.Duration, bootstrap kubernetes.Interface) (*workload, error) {
+	w, err := clientBurst(prefix, int(rate*d.Seconds()), bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	w.name, w.rate = fmt.Sprintf("steady %g/s", rate), rate
+	return w, nil
+}
+
+// servingBurst registers n Nodes and prepares one serving CSR for each,
+// filed by the node itself.
+func servingBurst(ctx context.Context, prefix string, n int, c *cluster.Cluster, admin kubernetes.Interface) (*workload, error) {
+	w := &workload{name: "serving burst", creators: 16}
+	clients := make([]kubernetes.Interface, n)
+	for i := range n {
+		node := fmt.Sprintf("%s-node-%d", prefix, i)
+		ip := fmt.Sprintf("10.%d.%d.%d", 100+i/65536, (i/256)%256, i%256)
+		if err := registerNode(ctx, admin, node, ip); err != nil {
+			return nil, err
+		}
+		s := pki.Serving(node, []string{node}, []net.IP{net.ParseIP(ip)})
+		s.Name = fmt.Sprintf("%s-serving-%d", prefix, i)
+		o, err := object(s)
+		if err != nil {
+			return nil, err
+		}
+		w.csrs = append(w.csrs, o)
+		if clients[i], err = kubernetes.NewForConfig(unlimited(c.As("system:node:"+node, cluster.NodesGroup))); err != nil {
+			return nil, err
+		}
+	}
+	w.client = func(i int) kubernetes.Interface { return clients[i] }
+	return w, nil
+}
+
+func registerNode(ctx context.Context, admin kubernetes.Interface, name, ip string) error {
+	n, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+	_, err = admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// object builds a CSR for filing: the API server sets the requester.
+func object(c pki.CSR) (*certificatesv1.CertificateSigningRequest, error) {
+	o, err := c.Object()
+	if err != nil {
+		return nil, err
+	}
+	o.Spec.Username, o.Spec.Groups = "", nil
+	o.CreationTimestamp = metav1.Time{}
+	return o, nil
+}
+
+// tracker watches CSRs and records when each was seen approved and issued.
+type tracker struct {
+	mu       sync.Mutex
+	created  map[string]time.Time
+	approved map[string]time.Time
+	issued   map[string]time.Time
+	certs    map[string][]byte
+}
+
+func newTracker(ctx context.Context, admin kubernetes.Interface) (*tracker, error) {
+	t := &tracker{created: map[string]time.Time{}, approved: map[string]time.Time{}, issued: map[string]time.Time{}, certs: map[string][]byte{}}
+	factory := informers.NewSharedInformerFactory(admin, 0)
+	inf := factory.Certificates().V1().CertificateSigningRequests().Informer()
+	see := func(obj any) {
+		csr, ok := obj.(*certificatesv1.CertificateSigningRequest)
+		if !ok {
+			return
+		}
+		now := time.Now()
+		s := approver.StateOf(csr)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if s.Approved {
+			if _, ok := t.approved[csr.Name]; !ok {
+				t.approved[csr.Name] = now
+			}
+		}
+		if s.Issued {
+			if _, ok := t.issued[csr.Name]; !ok {
+				t.issued[csr.Name] = now
+				t.certs[csr.Name] = csr.Status.Certificate
+			}
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: see, UpdateFunc: func(_, n any) { see(n) }}); err != nil {
+		return nil, err
+	}
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return nil, fmt.Errorf("CSR informer did not sync")
+	}
+	return t, nil
+}
+
+// result is one contender's outcome on one workload.
+type result struct {
+	Contender   string    `json:"contender"`
+	Workload    string    `json:"workload"`
+	N           int       `json:"n"`
+	Issued      int       `json:"issued"`
+	Verified    int       `json:"verified"`
+	WallSeconds float64   `json:"wallSeconds"`
+	PerSecond   float64   `json:"csrsPerSecond"`
+	ApprovedMS  []float64 `json:"createToApprovedMsP50P90P99"`
+	IssuedMS    []float64 `json:"createToIssuedMsP50P90P99"`
+	CPUSeconds  float64   `json:"controllerCPUSeconds"`
+	PeakRSSMiB  float64   `json:"controllerPeakRSSMiB"`
+	TimedOut    bool      `json:"timedOut"`
+	Note        string    `json:"note,omitempty"`
+}
+
+// run files the workload's CSRs and waits until every one is issued or the
+// timeout passes.
+func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (time.Time, time.Time, bool, error) {
+	start := time.Now()
+	errs := make(chan error, len(w.csrs))
+	file := func(i int) {
+		csr := w.csrs[i]
+		t.mu.Lock()
+		t.created[csr.Name] = time.Now()
+		t.mu.Unlock()
+		created, err := w.client(i).CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{})
+		if err != nil {
+			errs <- fmt.Errorf("create %s: %w", csr.Name, err)
+			return
+		}
+		if w.approve != nil {
+			created.Status.Conditions = append(created.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+				Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ApprovedByBenchmark", Message: "kube-controller-manager never approves serving CSRs",
+			})
+			if _, err := w.approve.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, created.Name, created, metav1.UpdateOptions{}); err != nil {
+				errs <- fmt.Errorf("approve %s: %w", csr.Name, err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	if w.rate == 0 {
+		next := make(chan int)
+		for range w.creators {
+			wg.Go(func() {
+				for i := range next {
+					file(i)
+				}
+			})
+		}
+		for i := range w.csrs {
+			next <- i
+		}
+		close(next)
+	} else {
+		interval := time.Duration(float64(time.Second) / w.rate)
+		for i := range w.csrs {
+			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+				time.Sleep(d) // the arrival schedule, not a wait for a result
+			}
+			wg.Go(func() { file(i) })
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return start, time.Time{}, false, err
+	}
+	names := make([]string, len(w.csrs))
+	for i, c := range w.csrs {
+		names[i] = c.Name
+	}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		for _, n := range names {
+			if _, ok := t.issued[n]; !ok {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	timedOut := err != nil
+	var end time.Time
+	t.mu.Lock()
+	for _, n := range names {
+		if at, ok := t.issued[n]; ok && at.After(end) {
+			end = at
+		}
+	}
+	t.mu.Unlock()
+	return start, end, timedOut, nil
+}
+
+// measure turns the tracker's records for w into a result.
+func (w *workload) measure(t *tracker, start, end time.Time, roots *x509.CertPool) result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := result{Workload: w.name, N: len(w.csrs)}
+	var approved, issued []float64
+	for _, c := range w.csrs {
+		created := t.created[c.Name]
+		if at, ok := t.approved[c.Name]; ok {
+			approved = append(approved, ms(at.Sub(created)))
+		}
+		at, ok := t.issued[c.Name]
+		if !ok {
+			continue
+		}
+		r.Issued++
+		issued = append(issued, ms(at.Sub(created)))
+		if verify(t.certs[c.Name], roots) {
+			r.Verified++
+		}
+	}
+	if !end.IsZero() {
+		r.WallSeconds = end.Sub(start).Seconds()
+		r.PerSecond = float64(r.Issued) / r.WallSeconds
+	}
+	r.ApprovedMS, r.IssuedMS = percentiles(approved), percentiles(issued)
+	return r
+}
+
+func verify(certPEM []byte, roots *x509.CertPool) bool {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return false
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	_, err = c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// percentiles returns p50, p90 and p99 (nearest rank).
+func percentiles(v []float64) []float64 {
+	if len(v) == 0 {
+		return nil
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	at := func(p float64) float64 {
+		i := int(p*float64(len(s))+0.5) - 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return []float64{at(0.50), at(0.90), at(0.99)}
+}
+
+// unlimited lifts client-side rate limits: the benchmark's own clients must
+// never be what limits a contender.
+func unlimited(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = -1, 0
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	return cfg
+}
