@@ -13,24 +13,37 @@ set -o errexit -o nounset -o pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="${root}/hack/tools"
 cache="${KCC_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/kubelet-csr-controller}"
+# Bump when the way the binaries are built changes, so that caches rebuild.
+recipe=r2
 
 # version MODULE_DIR MODULE prints the version MODULE_DIR's go.mod requires.
 version() {
 	(cd "$1" && go list -m -f '{{.Version}}' "$2")
 }
 
-# build NAME MODULE_DIR PACKAGE DEST builds PACKAGE from MODULE_DIR into DEST/NAME
-# unless it is already there. The binary appears atomically, so an interrupted
-# build never leaves a half-written file that later runs would trust.
+# kube_ldflags stamps the Kubernetes version into kube-apiserver and
+# kube-controller-manager, as Kubernetes' own build does; unstamped they
+# report v0.0.0 and clients that check the server version (helm's
+# kubeVersion) refuse them.
+kube_ldflags() {
+	local v=$1 minor
+	minor=$(echo "${v}" | cut -d. -f2)
+	echo "-X k8s.io/component-base/version.gitVersion=${v} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor} -X k8s.io/component-base/version.gitTreeState=clean"
+}
+
+# build NAME MODULE_DIR PACKAGE DEST [LDFLAGS] builds PACKAGE from MODULE_DIR
+# into DEST/NAME unless it is already there. The binary appears atomically,
+# so an interrupted build never leaves a half-written file that later runs
+# would trust.
 build() {
-	local name=$1 dir=$2 pkg=$3 dest=$4
+	local name=$1 dir=$2 pkg=$3 dest=$4 ldflags=${5:-}
 	if [[ -x "${dest}/${name}" ]]; then
 		return
 	fi
 	mkdir -p "${dest}"
 	echo "building ${name} into ${dest} (once per version; kube-apiserver takes 7-9 minutes cold, the others 1-2)" >&2
 	local start=${SECONDS}
-	(cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "${dest}/${name}.tmp.$$" "${pkg}")
+	(cd "${dir}" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w ${ldflags}" -o "${dest}/${name}.tmp.$$" "${pkg}")
 	mv "${dest}/${name}.tmp.$$" "${dest}/${name}"
 	echo "built ${name} in $((SECONDS - start))s" >&2
 }
@@ -44,12 +57,13 @@ for tool in "$@"; do
 	case "${tool}" in
 	kube-apiserver | kube-controller-manager)
 		dir="${tools}/kube"
-		out="${cache}/k8s-$(version "${dir}" k8s.io/kubernetes)"
-		build "${tool}" "${dir}" "k8s.io/kubernetes/cmd/${tool}" "${out}"
+		v=$(version "${dir}" k8s.io/kubernetes)
+		out="${cache}/k8s-${v}-${recipe}"
+		build "${tool}" "${dir}" "k8s.io/kubernetes/cmd/${tool}" "${out}" "$(kube_ldflags "${v}")"
 		;;
 	etcd)
 		dir="${tools}/kube"
-		out="${cache}/k8s-$(version "${dir}" k8s.io/kubernetes)"
+		out="${cache}/k8s-$(version "${dir}" k8s.io/kubernetes)-${recipe}"
 		build etcd "${dir}" go.etcd.io/etcd/server/v3 "${out}"
 		;;
 	helm)

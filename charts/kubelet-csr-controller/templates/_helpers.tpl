@@ -1,0 +1,129 @@
+{{/* Names, labels, the configuration file and the RBAC facts derived from it. */}}
+
+{{- define "kubelet-csr-controller.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: names every object of the release. */}}
+{{- define "kubelet-csr-controller.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubelet-csr-controller.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.labels" -}}
+helm.sh/chart: {{ include "kubelet-csr-controller.chart" . }}
+{{ include "kubelet-csr-controller.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubelet-csr-controller.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Where the CA Secret and the ConfigMap are mounted. */}}
+{{- define "kubelet-csr-controller.caDir" -}}/etc/kubelet-csr-controller/ca{{- end }}
+{{- define "kubelet-csr-controller.configDir" -}}/etc/kubelet-csr-controller/config{{- end }}
+
+{{/*
+The configuration, as a YAML map: .Values.config with the CA Secret's mount
+as the top-level ca unless the user gave one.
+*/}}
+{{- define "kubelet-csr-controller.config" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- if not $cfg.ca }}
+{{- $dir := include "kubelet-csr-controller.caDir" . }}
+{{- $_ := set $cfg "ca" (dict "certFile" (printf "%s/tls.crt" $dir) "keyFile" (printf "%s/tls.key" $dir)) }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+RBAC facts. Each default below is the controller's own default for a field
+the configuration leaves out, so that the ClusterRole grants exactly what the
+controller will do. Lists are returned as JSON (use fromJsonArray).
+*/}}
+
+{{/* The kubelet signers whose CSRs the approver decides. */}}
+{{- define "kubelet-csr-controller.approvedSigners" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- $names := list }}
+{{- if dig "approver" "nodeClient" "enabled" true $cfg }}
+{{- $names = append $names "kubernetes.io/kube-apiserver-client-kubelet" }}
+{{- end }}
+{{- if dig "approver" "kubeletServing" "enabled" true $cfg }}
+{{- $names = append $names "kubernetes.io/kubelet-serving" }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/* Whether approvals are written: dryRun decides but writes nothing. */}}
+{{- define "kubelet-csr-controller.writesApprovals" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- if and (include "kubelet-csr-controller.approvedSigners" . | fromJsonArray) (ne (dig "approver" "mode" "enforce" $cfg) "dryRun") }}true{{ end }}
+{{- end }}
+
+{{/* The signers that issue certificates: config.signers, or the default two. */}}
+{{- define "kubelet-csr-controller.signerNames" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- $names := list "kubernetes.io/kubelet-serving" "kubernetes.io/kube-apiserver-client-kubelet" }}
+{{- if hasKey $cfg "signers" }}
+{{- $names = list }}
+{{- range $cfg.signers }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+{{- toJson ($names | uniq) }}
+{{- end }}
+
+{{/*
+Whether the approver reads Nodes: serving CSRs are checked against their
+Node's addresses, and with allowExistingNode false a bootstrap client CSR is
+checked against the registered Nodes (controllers/approver_controller.go
+watches Nodes on exactly these conditions).
+*/}}
+{{- define "kubelet-csr-controller.readsNodes" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- $serving := dig "approver" "kubeletServing" "enabled" true $cfg }}
+{{- $client := dig "approver" "nodeClient" "enabled" true $cfg }}
+{{- $existing := dig "approver" "nodeClient" "bootstrap" "allowExistingNode" true $cfg }}
+{{- if or $serving (and $client (not $existing)) }}true{{ end }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.leaseName" -}}
+{{- dig "manager" "leaderElection" "leaseName" "kubelet-csr-controller" (.Values.config | default dict) }}
+{{- end }}
+
+{{/* Fails rendering on combinations the schema cannot express. */}}
+{{- define "kubelet-csr-controller.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicaCount is %d but leaderElection.enabled is false: every replica would approve and sign the same CSRs at once. Set leaderElection.enabled=true, or replicaCount=1." (int .Values.replicaCount)) }}
+{{- end }}
+{{- if not .Values.ca.existingSecret }}
+{{- fail "ca.existingSecret is empty: name the Secret (keys tls.crt and tls.key) that holds the CA the controller signs with." }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.service.enabled) }}
+{{- fail "serviceMonitor.enabled needs service.enabled: the ServiceMonitor scrapes the metrics Service." }}
+{{- end }}
+{{- end }}

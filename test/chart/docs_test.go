@@ -1,0 +1,85 @@
+package chart
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+func readme(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(chartDir + "/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// leaves returns the dotted paths of values' leaves: scalars, lists and
+// empty maps.
+func leaves(prefix string, values map[string]any) []string {
+	var out []string
+	for k, v := range values {
+		if m, ok := v.(map[string]any); ok && len(m) > 0 {
+			out = append(out, leaves(prefix+k+".", m)...)
+			continue
+		}
+		out = append(out, prefix+k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestReadmeDescribesEveryValue(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(chartDir + "/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		t.Fatal(err)
+	}
+	doc := readme(t)
+	for _, path := range leaves("", values) {
+		// config's fields are the controller's, described field by field in
+		// the project README; the chart's README describes each section.
+		if section, ok := strings.CutPrefix(path, "config."); ok {
+			path = "config." + strings.Split(section, ".")[0]
+		}
+		// Kubernetes fields passed to the pod as they are: one row each.
+		for _, whole := range []string{"podSecurityContext", "securityContext", "resources"} {
+			if strings.HasPrefix(path, whole+".") {
+				path = whole
+			}
+		}
+		if !strings.Contains(doc, "| `"+path) {
+			t.Errorf("README.md's values table has no row for %s", path)
+		}
+	}
+}
+
+func TestReadmeKubeadmExampleRendersAValidRelease(t *testing.T) {
+	t.Parallel()
+	doc := readme(t)
+	_, example, ok := strings.Cut(doc, "### Values for a kubeadm cluster")
+	if ok {
+		_, example, ok = strings.Cut(example, "```yaml\n")
+	}
+	if ok {
+		example, _, ok = strings.Cut(example, "```")
+	}
+	if !ok {
+		t.Fatal("README.md has no yaml block under \"### Values for a kubeadm cluster\"")
+	}
+	m := render(t, example)
+	controllerConfig(t, m)
+	d := m.deployment(t)
+	if d.Spec.Template.Spec.HostNetwork {
+		t.Error("the kubeadm example runs on the host network")
+	}
+	checkPod(t, d, true)
+}

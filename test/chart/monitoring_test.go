@@ -1,0 +1,133 @@
+package chart
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The Prometheus Operator's objects, as far as the chart writes them (decoded
+// refusing unknown fields).
+type serviceMonitor struct {
+	APIVersion string
+	Kind       string
+	Metadata   metav1.ObjectMeta
+	Spec       struct {
+		NamespaceSelector struct{ MatchNames []string }
+		Selector          metav1.LabelSelector
+		Endpoints         []struct{ Port, Path, Interval, ScrapeTimeout string }
+	}
+}
+
+type prometheusRule struct {
+	APIVersion string
+	Kind       string
+	Metadata   metav1.ObjectMeta
+	Spec       struct {
+		Groups []struct {
+			Name  string
+			Rules []alertRule
+		}
+	}
+}
+
+type alertRule struct {
+	Alert, Expr, For    string
+	Labels, Annotations map[string]string
+}
+
+const monitoringOn = "serviceMonitor: {enabled: true}\nprometheusRule: {enabled: true}\n"
+
+func TestMonitoringIsOffByDefault(t *testing.T) {
+	t.Parallel()
+	m := render(t, "")
+	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+		if len(m.docs[kind]) > 0 {
+			t.Errorf("the defaults render a %s; the Prometheus Operator's CRDs may not exist", kind)
+		}
+	}
+}
+
+func TestServiceMonitorScrapesTheMetricsService(t *testing.T) {
+	t.Parallel()
+	m := render(t, monitoringOn)
+	var sm serviceMonitor
+	if !m.one(t, "ServiceMonitor", &sm) {
+		t.Fatal("no ServiceMonitor")
+	}
+	svc := &corev1.Service{}
+	if !m.one(t, "Service", svc) {
+		t.Fatal("no Service")
+	}
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Labels[k] != v {
+			t.Errorf("the ServiceMonitor selects %s=%s; the Service has %q", k, v, svc.Labels[k])
+		}
+	}
+	if len(sm.Spec.Selector.MatchLabels) == 0 || len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("the ServiceMonitor does not scrape the Service's port %q at /metrics: %+v", svc.Spec.Ports[0].Name, sm.Spec)
+	}
+	if diff := cmp.Diff([]string{namespace}, sm.Spec.NamespaceSelector.MatchNames); diff != "" {
+		t.Errorf("namespaceSelector (-want +got):\n%s", diff)
+	}
+}
+
+func TestPrometheusRuleAlertsOnWhatStopsKubeletsFromGettingCertificates(t *testing.T) {
+	// Each alert's expression must contain these pieces.
+	leader := `leader_election_master_status{name="kubelet-csr-controller", namespace="` + namespace + `"}`
+	all := map[string][]string{
+		"KubeletCSRPendingTooLong":     {"kubelet_csr_controller_oldest_pending_age_seconds", "> 900"},
+		"KubeletCSRCAExpiringSoon":     {"kubelet_csr_controller_ca_not_after_timestamp_seconds", "- time() < 30 * 24 * 3600"},
+		"KubeletCSRSigningFailures":    {"increase(kubelet_csr_controller_signing_failures_total[15m])", "> 0"},
+		"KubeletCSRCANotReady":         {"kubelet_csr_controller_ca_ready", "== 0"},
+		"KubeletCSRControllerNoLeader": {"max(" + leader + ") < 1", "absent(" + leader + ")"},
+	}
+	withoutLeader := maps.Clone(all)
+	delete(withoutLeader, "KubeletCSRControllerNoLeader")
+	customLease := maps.Clone(all)
+	customLease["KubeletCSRControllerNoLeader"] = []string{`leader_election_master_status{name="my-lease"`}
+
+	tests := []struct {
+		name   string
+		values string
+		want   map[string][]string
+	}{
+		{"the defaults alert on pending CSRs, CA expiry, signing failures, CA readiness and a missing leader", monitoringOn, all},
+		{"without leader election there is no leader to alert on", monitoringOn + "replicaCount: 1\nleaderElection: {enabled: false}", withoutLeader},
+		{"the leader alert follows the Lease name", monitoringOn + "config: {manager: {leaderElection: {leaseName: my-lease}}}", customLease},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var pr prometheusRule
+			if !render(t, tt.values).one(t, "PrometheusRule", &pr) {
+				t.Fatal("no PrometheusRule")
+			}
+			got := map[string]alertRule{}
+			for _, g := range pr.Spec.Groups {
+				for _, r := range g.Rules {
+					got[r.Alert] = r
+				}
+			}
+			if diff := cmp.Diff(slices.Sorted(maps.Keys(tt.want)), slices.Sorted(maps.Keys(got))); diff != "" {
+				t.Fatalf("alerts (-want +got):\n%s", diff)
+			}
+			for name, pieces := range tt.want {
+				r := got[name]
+				for _, p := range pieces {
+					if !strings.Contains(r.Expr, p) {
+						t.Errorf("%s: expression %q lacks %q", name, r.Expr, p)
+					}
+				}
+				if r.For == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+					t.Errorf("%s: want for, a severity, a summary and a description: %+v", name, r)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,291 @@
+package chart
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/nodecsr/kubelet-csr-controller/config"
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
+)
+
+// proveRBAC runs the real controller out of cluster with a token of the
+// installed chart's ServiceAccount and the installed ConfigMap's
+// configuration, drives kubelet CSRs through it, and checks that the same
+// identity is refused what it must never do.
+func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) {
+	t.Helper()
+	sa := serviceAccountConfig(ctx, t, c, admin)
+	kubeconfig := filepath.Join(c.Dir, "serviceaccount.kubeconfig")
+	if err := cluster.WriteKubeconfig(sa, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := cluster.ControllerBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{
+		Binary: bin, ConfigFile: installedConfig(ctx, t, c, admin), Kubeconfig: kubeconfig, Name: "chart-serviceaccount",
+		// The chart's Role covers Leases in the release namespace only.
+		ExtraArgs: []string{"--leader-election-namespace", namespace},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctrl.Stop() })
+	dumpOnFailure(t, ctrl.LogFile)
+
+	t.Run("the controller becomes ready and leads through the Role's Lease", func(t *testing.T) {
+		if err := ctrl.WaitReady(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		poll(ctx, t, "the Lease has a holder", func(ctx context.Context) (bool, error) {
+			l, err := admin.CoordinationV1().Leases(namespace).Get(ctx, "kubelet-csr-controller", metav1.GetOptions{})
+			return err == nil && ptr.Deref(l.Spec.HolderIdentity, "") != "", nil
+		})
+		poll(ctx, t, "a LeaderElection Event about the Lease", func(ctx context.Context) (bool, error) {
+			return hasEvent(ctx, admin, namespace, "kubelet-csr-controller", "LeaderElection")
+		})
+	})
+
+	t.Run("kubelet CSRs are approved and issued", func(t *testing.T) {
+		registerNode(ctx, t, c, "node-a", "10.0.0.1")
+		tests := []struct {
+			name string
+			as   *rest.Config
+			csr  pki.CSR
+		}{
+			{"a bootstrap client CSR made with a bootstrap token", c.As("system:bootstrap:abcdef", cluster.BootstrappersGroup), pki.ClientBootstrap("node-b", "abcdef")},
+			{"a renewal client CSR made by the node", c.As("system:node:node-a", cluster.NodesGroup), pki.ClientRenewal("node-a")},
+			{"a serving CSR for the node's own addresses", c.As("system:node:node-a", cluster.NodesGroup), pki.Serving("node-a", []string{"node-a"}, []net.IP{net.ParseIP("10.0.0.1")})},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				obj := pki.MustObject(t, tt.csr)
+				// The API server sets the requester from the identity.
+				obj.Spec.Username, obj.Spec.Groups, obj.Spec.UID, obj.Spec.Extra = "", nil, "", nil
+				obj.CreationTimestamp = metav1.Time{}
+				if _, err := kubernetes.NewForConfigOrDie(tt.as).CertificatesV1().CertificateSigningRequests().Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				var last *certificatesv1.CertificateSigningRequest
+				poll(ctx, t, obj.Name+" approved and issued", func(ctx context.Context) (bool, error) {
+					csr, err := admin.CertificatesV1().CertificateSigningRequests().Get(ctx, obj.Name, metav1.GetOptions{})
+					if err != nil {
+						return false, err
+					}
+					last = csr
+					return approved(csr) && len(csr.Status.Certificate) > 0, nil
+				})
+				verifyChain(t, last.Status.Certificate, c.CA.Cert)
+				poll(ctx, t, "an Issued Event about "+obj.Name, func(ctx context.Context) (bool, error) {
+					return hasEvent(ctx, admin, metav1.NamespaceDefault, obj.Name, "Issued")
+				})
+			})
+		}
+	})
+
+	t.Run("the ServiceAccount is refused what it must never do", func(t *testing.T) {
+		forbidden(ctx, t, c, admin, kubernetes.NewForConfigOrDie(sa))
+	})
+
+	t.Run("the controller was never refused a request", func(t *testing.T) {
+		b, err := os.ReadFile(ctrl.LogFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.ToLower(string(b)), "forbidden") {
+			t.Errorf("the controller's log reports a forbidden request: the chart's RBAC lacks a permission")
+		}
+	})
+}
+
+// serviceAccountConfig returns a client configuration with a token of the
+// chart's ServiceAccount.
+func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
+	t.Helper()
+	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, fullname, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create a token for ServiceAccount %s: %v", fullname, err)
+	}
+	return &rest.Config{Host: c.Admin.Host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
+}
+
+// installedConfig writes the installed ConfigMap's configuration with the
+// CA files on disk in place of the Secret mount, and returns its path.
+func installedConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) string {
+	t.Helper()
+	cm, err := admin.CoreV1().ConfigMaps(namespace).Get(ctx, fullname, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := config.Parse([]byte(cm.Data["config.yaml"]), "the installed ConfigMap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.CA = &config.CAFiles{CertFile: c.CACertFile, KeyFile: c.CAKeyFile}
+	path := filepath.Join(c.Dir, "chart-config.yaml")
+	if err := cluster.WriteConfig(cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// forbidden checks that the ServiceAccount cannot approve or sign CSRs of a
+// signer the defaults do not cover, nor read Secrets. Objects are read with
+// the admin, so that only the tested request can be refused.
+func forbidden(ctx context.Context, t *testing.T, c *cluster.Cluster, admin, sa *kubernetes.Clientset) {
+	t.Helper()
+	csrs := admin.CertificatesV1().CertificateSigningRequests()
+	pending, approvedCSR := apiClientCSR(ctx, t, admin, "api-client-pending"), apiClientCSR(ctx, t, admin, "api-client-approved")
+	approvedCSR.Status.Conditions = append(approvedCSR.Status.Conditions, approvedCondition("ApprovedByTest"))
+	approvedCSR, err := csrs.UpdateApproval(ctx, approvedCSR.Name, approvedCSR, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _, err := c.CA.ClientCert("someone", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name string
+		do   func(context.Context) error
+	}{
+		{"approving a CSR of kubernetes.io/kube-apiserver-client", func(ctx context.Context) error {
+			csr := pending.DeepCopy()
+			csr.Status.Conditions = append(csr.Status.Conditions, approvedCondition("ApprovedByServiceAccount"))
+			_, err := sa.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{})
+			return err
+		}},
+		{"issuing a certificate for an approved CSR of kubernetes.io/kube-apiserver-client", func(ctx context.Context) error {
+			csr := approvedCSR.DeepCopy()
+			csr.Status.Certificate = certPEM
+			_, err := sa.CertificatesV1().CertificateSigningRequests().UpdateStatus(ctx, csr, metav1.UpdateOptions{})
+			return err
+		}},
+		{"listing Secrets in kube-system", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"reading a Secret in kube-system", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, "bootstrap-token-abcdef", metav1.GetOptions{})
+			return err
+		}},
+		{"reading its own CA Secret through the API (the pods mount it)", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Secrets(namespace).Get(ctx, "kubelet-csr-controller-ca", metav1.GetOptions{})
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.do(ctx); !apierrors.IsForbidden(err) {
+				t.Errorf("got %v, want Forbidden", err)
+			}
+		})
+	}
+}
+
+// apiClientCSR creates, as the admin, a CSR of kubernetes.io/kube-apiserver-client.
+func apiClientCSR(ctx context.Context, t *testing.T, admin *kubernetes.Clientset, name string) *certificatesv1.CertificateSigningRequest {
+	t.Helper()
+	req := pki.Request{}
+	req.Subject.CommonName = "someone"
+	obj := pki.MustObject(t, pki.CSR{
+		Name: name, SignerName: certificatesv1.KubeAPIServerClientSignerName, Request: req,
+		Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
+	})
+	obj.CreationTimestamp = metav1.Time{}
+	created, err := admin.CertificatesV1().CertificateSigningRequests().Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created
+}
+
+func approvedCondition(reason string) certificatesv1.CertificateSigningRequestCondition {
+	return certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: reason, Message: "approved by the chart test",
+	}
+}
+
+func approved(csr *certificatesv1.CertificateSigningRequest) bool {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == certificatesv1.CertificateApproved && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// registerNode creates a Node with its addresses, as its kubelet does.
+func registerNode(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, ips ...string) {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(c.As("system:node:"+name, cluster.NodesGroup))
+	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}}
+	for _, ip := range ips {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+	}
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// verifyChain checks that an issued certificate chains to the CA.
+func verifyChain(t *testing.T, certPEM []byte, ca *x509.Certificate) {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatal("status.certificate is not PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("the certificate does not chain to the cluster CA: %v", err)
+	}
+}
+
+// hasEvent reports whether ns holds an Event about the object name with
+// reason.
+func hasEvent(ctx context.Context, admin *kubernetes.Clientset, ns, name, reason string) (bool, error) {
+	list, err := admin.CoreV1().Events(ns).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.AndSelectors(fields.OneTermEqualSelector("involvedObject.name", name), fields.OneTermEqualSelector("reason", reason)).String(),
+	})
+	return err == nil && len(list.Items) > 0, err
+}
+
+// poll waits up to 30 seconds for cond.
+func poll(ctx context.Context, t *testing.T, what string, cond wait.ConditionWithContextFunc) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
