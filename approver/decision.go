@@ -40,7 +40,22 @@ type Decision struct {
 	Reason     string
 	Message    string
 	RetryAfter time.Duration // with Retry only
+	// Missing names the fact Evaluate needs next, when every rule before it
+	// has passed (Retry with ReasonWaitingForFacts). A reconciler gathers it
+	// and evaluates again, so that the costly SubjectAccessReview is made
+	// only for requests that pass everything else.
+	Missing Fact
 }
+
+// Fact is a fact Evaluate may ask for.
+type Fact int
+
+// Facts that Evaluate may report Missing.
+const (
+	FactNone Fact = iota
+	FactAuthorization
+	FactLookup
+)
 
 // Reasons written into CSR conditions, Events and metric labels. Details go
 // into the message, never into the reason.

@@ -46,7 +46,9 @@ type Lookup struct {
 
 // Plan lists the facts Evaluate will consult for a request. It is empty when
 // the request fails a rule that needs no facts, so that no API call is spent
-// on a request that will be denied anyway.
+// on a request that will be denied anyway. The Permission may be asked for
+// last, when Evaluate reports it Missing: rules that need only the cache
+// (siblings, the Node) decide first.
 type Plan struct {
 	// Permission is the SubjectAccessReview to ask, with the CSR's user.
 	Permission *authorizationv1.ResourceAttributes
@@ -239,7 +241,7 @@ func checkSiblings(r *Request, f *Facts, p *Policy) *Decision {
 func checkAuthorization(r *Request, f *Facts, p *Policy, subresource string) *Decision {
 	a := f.Authorization
 	if a == nil {
-		return missingFact("the SubjectAccessReview")
+		return missingFact(FactAuthorization, "the SubjectAccessReview")
 	}
 	if a.Allowed {
 		return nil
@@ -289,10 +291,10 @@ func graceLeft(r *Request, f *Facts, p *Policy) time.Duration {
 	return p.GracePeriod - f.Now.Sub(r.CSR.CreationTimestamp.Time)
 }
 
-func missingFact(what string) *Decision {
-	// A programming error in the reconciler: it did not gather what PlanFor
-	// asked for. Retrying is safe; approving is not.
-	d := Decision{Verdict: Retry, Reason: ReasonWaitingForFacts, Message: "Internal error: " + what + " was not gathered.", RetryAfter: time.Second}
+// missingFact asks for a fact that was not gathered. Retrying is safe;
+// approving is not.
+func missingFact(fact Fact, what string) *Decision {
+	d := Decision{Verdict: Retry, Reason: ReasonWaitingForFacts, Message: "Waiting for " + what + ".", RetryAfter: time.Second, Missing: fact}
 	return &d
 }
 

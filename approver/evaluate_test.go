@@ -607,7 +607,7 @@ func TestEvaluateDNSResolution(t *testing.T) {
 			csr:    csr,
 			policy: resolving,
 			facts:  approver.Facts{Node: n1},
-			want:   approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonWaitingForFacts, RetryAfter: time.Second},
+			want:   approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonWaitingForFacts, RetryAfter: time.Second, Missing: approver.FactLookup},
 		},
 	})
 }
@@ -755,6 +755,22 @@ func TestEvaluateSiblings(t *testing.T) {
 			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
 	})
+}
+
+func TestTheSubjectAccessReviewIsAskedForLast(t *testing.T) {
+	t.Parallel()
+	p := approver.DefaultPolicy()
+	ok := approver.Read(pki.MustObject(t, created(pki.ClientRenewal("n1"), now.Add(-time.Minute))))
+	if d := approver.Evaluate(ok, &approver.Facts{Now: now}, &p); d.Missing != approver.FactAuthorization || d.Verdict != approver.Retry {
+		t.Errorf("a request that passes every other rule should ask for the SubjectAccessReview, got %+v", d)
+	}
+	pending := approver.State{}
+	noisy := &approver.Facts{Now: now, Siblings: []approver.Sibling{
+		{Name: "a", Created: now.Add(-time.Hour), State: pending}, {Name: "b", Created: now.Add(-time.Hour), State: pending}, {Name: "c", Created: now.Add(-time.Hour), State: pending},
+	}}
+	if d := approver.Evaluate(ok, noisy, &p); d.Reason != approver.ReasonTooManyPending || d.Missing != approver.FactNone {
+		t.Errorf("a flood is denied without a SubjectAccessReview, got %+v", d)
+	}
 }
 
 func TestPlan(t *testing.T) {

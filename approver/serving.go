@@ -166,7 +166,7 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 func checkResolution(r *Request, f *Facts, p *Policy, name, c string, own nodeAddresses) *Decision {
 	l, ok := f.Lookups[c]
 	if !ok {
-		return missingFact("the DNS lookup of " + c)
+		return missingFact(FactLookup, "the DNS lookup of "+c)
 	}
 	if l.Err != nil {
 		if l.Temporary {

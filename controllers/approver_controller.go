@@ -54,7 +54,8 @@ type ApproverReconciler struct {
 	Options  ApproverOptions
 
 	guard    writeGuard
-	verified *verifiedRequests // shared with the signer; may be nil
+	queues   *queueDepth
+	verified *recentSet // shared with the signer; may be nil
 }
 
 // SetupWithManager registers the reconciler. It watches kubelet CSRs and,
@@ -63,7 +64,7 @@ type ApproverReconciler struct {
 func (r *ApproverReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
-		WithOptions(controllerOptions(mgr, "csr-approver", r.Options.Workers)).
+		WithOptions(controllerOptions(mgr, "csr-approver", r.Options.Workers, r.queues)).
 		Watches(&certificatesv1.CertificateSigningRequest{}, &csrHandler{r: r})
 	p := &r.Options.Policy
 	if p.Serving.Enabled || (p.NodeClient.Enabled && !p.NodeClient.AllowBootstrapForExistingNode) {
@@ -101,7 +102,10 @@ func (r *ApproverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.gather(ctx, in, plan, facts, r.Client); err != nil {
 		return ctrl.Result{}, err
 	}
-	d := approver.Evaluate(in, facts, &r.Options.Policy)
+	d, err := r.decide(ctx, in, plan, facts)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if plan.Node != "" && (d.Verdict == approver.Deny || d.Verdict == approver.Retry) {
 		// The Node came from a cache that may lag the kubelet's own status
 		// update by a moment: confirm with the API server before a denial
@@ -109,12 +113,31 @@ func (r *ApproverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if err := r.gatherNode(ctx, in, plan, facts, r.Live); err != nil {
 			return ctrl.Result{}, err
 		}
-		d = approver.Evaluate(in, facts, &r.Options.Policy)
+		if d, err = r.decide(ctx, in, plan, facts); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	return r.act(ctx, csr, in, d, facts.Now)
 }
 
-// gather collects the facts plan asks for; Nodes are read through reader.
+// decide evaluates the request, asking the API server for the
+// SubjectAccessReview only when every rule the cache can answer has passed:
+// a request denied for its shape, its siblings or its Node costs no API call.
+func (r *ApproverReconciler) decide(ctx context.Context, in *approver.Request, plan approver.Plan, facts *approver.Facts) (approver.Decision, error) {
+	d := approver.Evaluate(in, facts, &r.Options.Policy)
+	if d.Missing != approver.FactAuthorization || plan.Permission == nil || facts.Authorization != nil {
+		return d, nil
+	}
+	a, err := r.authorize(ctx, in.CSR, plan.Permission)
+	if err != nil {
+		return d, err
+	}
+	facts.Authorization = a
+	return approver.Evaluate(in, facts, &r.Options.Policy), nil
+}
+
+// gather collects the facts plan asks for that the cache (or reader, for the
+// Node) can answer; the SubjectAccessReview comes later, if still needed.
 func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts, reader client.Reader) error {
 	if plan.Siblings {
 		csrs, err := csrsOfNode(ctx, r.Client, in.NodeName)
@@ -128,17 +151,7 @@ func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, p
 			}
 		}
 	}
-	if err := r.gatherNode(ctx, in, plan, f, reader); err != nil {
-		return err
-	}
-	if plan.Permission != nil {
-		a, err := r.authorize(ctx, in.CSR, plan.Permission)
-		if err != nil {
-			return err
-		}
-		f.Authorization = a
-	}
-	return nil
+	return r.gatherNode(ctx, in, plan, f, reader)
 }
 
 // gatherNode reads the Node and, when needed, resolves DNS names.
@@ -265,15 +278,8 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 	return ctrl.Result{}, nil
 }
 
-// maxNote is the API server's limit on an Event's note.
-const maxNote = 1024
-
 func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, typ, reason string, d approver.Decision) {
-	note := d.Reason + ": " + d.Message
-	if len(note) > maxNote {
-		note = note[:maxNote-3] + "..."
-	}
-	r.Recorder.Eventf(csr, nil, typ, reason, eventActionApprove, "%s", note)
+	r.Recorder.Eventf(csr, nil, typ, reason, eventActionApprove, "%s: %s", d.Reason, d.Message)
 }
 
 // waitingOnNode maps a Node to the pending CSRs whose decision depends on it.

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/go-logr/logr"
@@ -98,17 +99,54 @@ func (g *writeGuard) stale(csr *certificatesv1.CertificateSigningRequest) bool {
 	return false
 }
 
-// controllerOptions are the options of the three controllers: workers, a
-// back-off, and one logger built once. controller-runtime's default builds a
+// controllerOptions are the options of the controllers: workers, a
+// back-off, one logger built once (controller-runtime's default builds a
 // logger with the request's name for every reconcile, which with zap costs a
-// buffer per CSR; our log lines name the CSR themselves.
-func controllerOptions(mgr ctrl.Manager, name string, workers int) controller.Options {
+// buffer per CSR; our log lines name the CSR themselves), and a priority
+// queue whose depth queues, if not nil, can tell.
+func controllerOptions(mgr ctrl.Manager, name string, workers int, queues *queueDepth) controller.Options {
 	logger := mgr.GetLogger().WithValues("controller", name)
-	return controller.Options{
+	o := controller.Options{
 		MaxConcurrentReconciles: workers,
 		RateLimiter:             rateLimiter(),
 		LogConstructor:          func(*reconcile.Request) logr.Logger { return logger },
 	}
+	if queues != nil {
+		o.NewQueue = func(name string, rl workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+			q := priorityqueue.New(name, func(o *priorityqueue.Opts[reconcile.Request]) {
+				o.Log = logger
+				o.RateLimiter = rl
+			})
+			queues.add(q)
+			return q
+		}
+	}
+	return o
+}
+
+// queueDepth tells whether work is waiting in the approver's and the
+// signer's queues: the Event recorder holds Events back while it is.
+type queueDepth struct {
+	mu     sync.Mutex
+	queues []interface{ Len() int }
+}
+
+func (d *queueDepth) add(q interface{ Len() int }) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.queues = append(d.queues, q)
+}
+
+// waiting reports whether any queue holds work ready for a worker.
+func (d *queueDepth) waiting() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, q := range d.queues {
+		if q.Len() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // rateLimiter backs off failed reconciles from 50ms up to 2 minutes, so that

@@ -29,6 +29,9 @@ type Metrics struct {
 	IssuanceLatency  *prometheus.HistogramVec
 	CAReloadFailures *prometheus.CounterVec
 	Cleaned          *prometheus.CounterVec
+	EventsQueued     prometheus.Gauge
+	EventsDropped    prometheus.Counter
+	EventsFailed     prometheus.Counter
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -64,6 +67,18 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "cleaned_total",
 			Help: "CSRs deleted by the cleaner, by signer and rule.",
 		}, []string{"signer", "rule"}),
+		EventsQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "events_queued",
+			Help: "Events waiting to be recorded (they wait while CSRs do).",
+		}),
+		EventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "events_dropped_total",
+			Help: "Events not recorded because the queue was full.",
+		}),
+		EventsFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "events_failed_total",
+			Help: "Events the API server refused.",
+		}),
 	}
 }
 
@@ -71,12 +86,16 @@ func NewMetrics() *Metrics {
 // binary). Metrics already registered by an earlier manager in the same
 // process (tests) are reused, so counts carry on.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []any{&m.Decisions, &m.DecisionLatency, &m.Issued, &m.SigningFailures, &m.IssuanceLatency, &m.CAReloadFailures, &m.Cleaned} {
+	for _, c := range []any{&m.Decisions, &m.DecisionLatency, &m.Issued, &m.SigningFailures, &m.IssuanceLatency, &m.CAReloadFailures, &m.Cleaned, &m.EventsQueued, &m.EventsDropped, &m.EventsFailed} {
 		var err error
 		switch v := c.(type) {
 		case **prometheus.CounterVec:
 			*v, err = register(reg, *v)
 		case **prometheus.HistogramVec:
+			*v, err = register(reg, *v)
+		case *prometheus.Gauge:
+			*v, err = register(reg, *v)
+		case *prometheus.Counter:
 			*v, err = register(reg, *v)
 		}
 		if err != nil {

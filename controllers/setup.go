@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -63,7 +64,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := IndexFields(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("index CSRs by node: %w", err)
 	}
-	recorder := mgr.GetEventRecorder(o.RecorderName)
+	clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("create the Event client: %w", err)
+	}
+	queues := &queueDepth{}
+	recorder := newEventRecorder(clientset.EventsV1(), o.RecorderName, queues.waiting, o.Now, ctrl.Log.WithName("events"), m)
+	if err := mgr.Add(recorder); err != nil {
+		return err
+	}
 
 	reloaded := make(chan event.GenericEvent, 64)
 	cas := loadCAs(o.Signer.Signers, m, reloaded, ctrl.Log.WithName("ca"))
@@ -74,8 +83,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return err
 	}
 
-	verified := newVerifiedRequests(8192)
-	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver, verified: verified}
+	verified := newRecentSet(4096)
+	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver, verified: verified, queues: queues}
 	if err := ar.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the approver: %w", err)
 	}
@@ -84,7 +93,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		signerNames = append(signerNames, s.Name)
 	}
 	if len(signerNames) > 0 {
-		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded, verified: verified}
+		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded, verified: verified, queues: queues}
 		if err := sr.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the signer: %w", err)
 		}

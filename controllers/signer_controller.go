@@ -49,7 +49,8 @@ type SignerReconciler struct {
 
 	signers  map[string]signer.Config
 	guard    writeGuard
-	verified *verifiedRequests // shared with the approver; may be nil
+	queues   *queueDepth
+	verified *recentSet // shared with the approver; may be nil
 }
 
 // signable reports whether a CSR is approved, not denied or failed, and has
@@ -75,7 +76,7 @@ func (r *SignerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("csr-signer").
-		WithOptions(controllerOptions(mgr, "csr-signer", r.Options.Workers)).
+		WithOptions(controllerOptions(mgr, "csr-signer", r.Options.Workers, r.queues)).
 		For(&certificatesv1.CertificateSigningRequest{}, builder.WithPredicates(ours)).
 		WatchesRawSource(source.Channel(r.Reloaded, handler.EnqueueRequestsFromMapFunc(r.waitingOnCA))).
 		Complete(r)

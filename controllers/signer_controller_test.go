@@ -9,8 +9,6 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
@@ -23,36 +21,6 @@ import (
 func signerOnly(o *controllers.Options) {
 	o.Approver.Policy.NodeClient.Enabled = false
 	o.Approver.Policy.Serving.Enabled = false
-}
-
-func (h *harness) denyAsAdmin(name string) {
-	h.t.Helper()
-	ctx := context.Background()
-	csr, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type: certificatesv1.CertificateDenied, Status: corev1.ConditionTrue, Reason: "DeniedByTest", Message: "denied by the test",
-	})
-	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, name, csr, metav1.UpdateOptions{}); err != nil {
-		h.t.Fatalf("deny %s: %v", name, err)
-	}
-}
-
-func (h *harness) failAsAdmin(name string) {
-	h.t.Helper()
-	ctx := context.Background()
-	csr, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type: certificatesv1.CertificateFailed, Status: corev1.ConditionTrue, Reason: "FailedByTest", Message: "failed by the test",
-	})
-	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().UpdateStatus(ctx, csr, metav1.UpdateOptions{}); err != nil {
-		h.t.Fatalf("fail %s: %v", name, err)
-	}
 }
 
 func TestSignerIssuesOnlyApprovedCSRs(t *testing.T) {
@@ -220,6 +188,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 func ptrInt32(v int32) *int32 { return &v }
 
-func kubeAdmin() *kubernetes.Clientset { return kubernetes.NewForConfigOrDie(env.Admin) }
+func kubeAdmin() kubernetes.Interface { return env.AdminClientset() }
 
 func pkixName(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }

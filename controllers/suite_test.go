@@ -6,9 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,13 +17,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -66,7 +65,7 @@ func TestMain(m *testing.M) {
 // it.
 type harness struct {
 	t        *testing.T
-	admin    *kubernetes.Clientset
+	admin    kubernetes.Interface
 	registry *prometheus.Registry
 	caCert   string
 	caKey    string
@@ -91,6 +90,13 @@ func defaultOptions(caCert, caKey string) controllers.Options {
 // start runs a manager with the controllers until the test ends.
 func start(t *testing.T, edit func(*controllers.Options)) *harness {
 	t.Helper()
+	return startIntercepted(t, edit, nil)
+}
+
+// startIntercepted is start with the manager's client wrapped: funcs see
+// (and may act before) every call the controllers make.
+func startIntercepted(t *testing.T, edit func(*controllers.Options), funcs *interceptor.Funcs) *harness {
+	t.Helper()
 	h := &harness{t: t, registry: prometheus.NewRegistry(), caCert: env.CACertFile, caKey: env.CAKeyFile}
 	o := defaultOptions(h.caCert, h.caKey)
 	if edit != nil {
@@ -108,6 +114,16 @@ func start(t *testing.T, edit func(*controllers.Options)) *harness {
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(),
 		Controller:             controllerConfig(),
+		NewClient: func(cfg *rest.Config, o client.Options) (client.Client, error) {
+			if funcs == nil {
+				return client.New(cfg, o)
+			}
+			c, err := client.NewWithWatch(cfg, o)
+			if err != nil {
+				return nil, err
+			}
+			return interceptor.NewClient(c, *funcs), nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +145,7 @@ func start(t *testing.T, edit func(*controllers.Options)) *harness {
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
-	h.admin = kubernetes.NewForConfigOrDie(env.Admin)
+	h.admin = env.AdminClientset()
 	return h
 }
 
@@ -157,25 +173,17 @@ func (h *harness) deleteAll() {
 }
 
 // as returns a clientset acting as user in groups.
-func as(user string, groups ...string) *kubernetes.Clientset {
-	return kubernetes.NewForConfigOrDie(env.As(user, groups...))
-}
+func as(user string, groups ...string) kubernetes.Interface { return env.Clientset(user, groups...) }
 
 // asNode and asBootstrap are the two identities of a kubelet.
-func asNode(node string) *kubernetes.Clientset { return as("system:node:"+node, cluster.NodesGroup) }
+func asNode(node string) kubernetes.Interface { return env.Node(node) }
 
-func asBootstrap(id string) *kubernetes.Clientset {
-	return as("system:bootstrap:"+id, cluster.BootstrappersGroup)
-}
+func asBootstrap(id string) kubernetes.Interface { return env.Bootstrap(id) }
 
-// create files a CSR with the given identity; spec.username and groups are
-// set by the API server from that identity.
-func (h *harness) create(cs *kubernetes.Clientset, c pki.CSR) *certificatesv1.CertificateSigningRequest {
+// create files a CSR with the given identity.
+func (h *harness) create(cs kubernetes.Interface, c pki.CSR) *certificatesv1.CertificateSigningRequest {
 	h.t.Helper()
-	obj := pki.MustObject(h.t, c)
-	obj.Spec.Username, obj.Spec.Groups, obj.Spec.UID, obj.Spec.Extra = "", nil, "", nil
-	obj.CreationTimestamp = metav1.Time{}
-	created, err := cs.CertificatesV1().CertificateSigningRequests().Create(context.Background(), obj, metav1.CreateOptions{})
+	created, err := cluster.CreateCSR(context.Background(), cs, c)
 	if err != nil {
 		h.t.Fatalf("create CSR %s: %v", c.Name, err)
 	}
@@ -185,40 +193,19 @@ func (h *harness) create(cs *kubernetes.Clientset, c pki.CSR) *certificatesv1.Ce
 // registerNode creates a Node with the given addresses, as its kubelet does.
 func (h *harness) registerNode(name string, addrs ...string) {
 	h.t.Helper()
-	ctx := context.Background()
-	cs := asNode(name)
-	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		h.t.Fatalf("register node %s: %v", name, err)
-	}
-	for _, a := range addrs {
-		typ := corev1.NodeInternalIP
-		if net.ParseIP(a) == nil {
-			typ = corev1.NodeHostName
-		}
-		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: typ, Address: a})
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		h.t.Fatalf("set addresses of node %s: %v", name, err)
+	if err := env.RegisterNode(context.Background(), name, addrs...); err != nil {
+		h.t.Fatal(err)
 	}
 }
 
 // waitFor polls a CSR until cond holds, and returns it.
 func (h *harness) waitFor(name, what string, cond func(*certificatesv1.CertificateSigningRequest) bool) *certificatesv1.CertificateSigningRequest {
 	h.t.Helper()
-	var last *certificatesv1.CertificateSigningRequest
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		csr, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil //nolint:nilerr // keep polling
-		}
-		last = csr
-		return cond(csr), nil
-	})
+	csr, err := cluster.WaitCSR(context.Background(), h.admin, name, what, 30*time.Second, cond)
 	if err != nil {
-		h.t.Fatalf("CSR %s: not %s within 30s; last seen: %s", name, what, describe(last))
+		h.t.Fatal(err)
 	}
-	return last
+	return csr
 }
 
 func issued(csr *certificatesv1.CertificateSigningRequest) bool {
@@ -226,35 +213,19 @@ func issued(csr *certificatesv1.CertificateSigningRequest) bool {
 }
 
 func condition(typ certificatesv1.RequestConditionType) func(*certificatesv1.CertificateSigningRequest) bool {
-	return func(csr *certificatesv1.CertificateSigningRequest) bool {
-		for _, c := range csr.Status.Conditions {
-			if c.Type == typ && c.Status == corev1.ConditionTrue {
-				return true
-			}
-		}
-		return false
-	}
+	return func(csr *certificatesv1.CertificateSigningRequest) bool { return conditionOf(csr, typ) != nil }
 }
 
 func conditionOf(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
 	for i := range csr.Status.Conditions {
-		if csr.Status.Conditions[i].Type == typ {
-			return &csr.Status.Conditions[i]
+		if c := &csr.Status.Conditions[i]; c.Type == typ && c.Status == corev1.ConditionTrue {
+			return c
 		}
 	}
 	return nil
 }
 
-func describe(csr *certificatesv1.CertificateSigningRequest) string {
-	if csr == nil {
-		return "nothing"
-	}
-	var parts []string
-	for _, c := range csr.Status.Conditions {
-		parts = append(parts, fmt.Sprintf("%s/%s: %s", c.Type, c.Reason, c.Message))
-	}
-	return fmt.Sprintf("conditions %q, certificate %d bytes", parts, len(csr.Status.Certificate))
-}
+func describe(csr *certificatesv1.CertificateSigningRequest) string { return cluster.Describe(csr) }
 
 // certificate parses the leaf of an issued CSR and checks it chains to ca.
 func (h *harness) certificate(csr *certificatesv1.CertificateSigningRequest, ca *x509.Certificate) *x509.Certificate {
@@ -275,18 +246,12 @@ func (h *harness) certificate(csr *certificatesv1.CertificateSigningRequest, ca 
 	return c
 }
 
-// events returns the notes of the Events about a CSR, as "Type Reason: note".
+// events returns the Events about a CSR, as "Type Reason: note".
 func (h *harness) events(name string) []string {
 	h.t.Helper()
-	list, err := h.admin.CoreV1().Events("").List(context.Background(), metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", name).String(),
-	})
+	out, err := cluster.Events(context.Background(), h.admin, name)
 	if err != nil {
 		h.t.Fatal(err)
-	}
-	var out []string
-	for _, e := range list.Items {
-		out = append(out, e.Type+" "+e.Reason+": "+e.Message)
 	}
 	return out
 }
@@ -294,20 +259,13 @@ func (h *harness) events(name string) []string {
 // waitForEvent polls until an Event about the CSR contains want.
 func (h *harness) waitForEvent(name, want string) {
 	h.t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		for _, e := range h.events(name) {
-			if strings.Contains(e, want) {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		h.t.Fatalf("CSR %s: no Event containing %q; events: %q", name, want, h.events(name))
+	if err := cluster.WaitEvent(context.Background(), h.admin, name, want, 30*time.Second); err != nil {
+		h.t.Fatal(err)
 	}
 }
 
-// counter reads a counter of the manager's registry.
+// counter reads a counter, gauge or histogram count of the manager's
+// registry.
 func (h *harness) counter(name string, labels map[string]string) float64 {
 	h.t.Helper()
 	families, err := h.registry.Gather()
@@ -348,20 +306,20 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 	return true
 }
 
-// approveAsAdmin approves a CSR through /approval, as a second approver or
-// a person with kubectl would.
+// approveAsAdmin, denyAsAdmin and failAsAdmin set a condition as a second
+// approver, a person with kubectl, or another signer would.
 func (h *harness) approveAsAdmin(name string) {
+	h.setCondition(name, certificatesv1.CertificateApproved)
+}
+
+func (h *harness) denyAsAdmin(name string) { h.setCondition(name, certificatesv1.CertificateDenied) }
+
+func (h *harness) failAsAdmin(name string) { h.setCondition(name, certificatesv1.CertificateFailed) }
+
+func (h *harness) setCondition(name string, typ certificatesv1.RequestConditionType) {
 	h.t.Helper()
-	ctx := context.Background()
-	csr, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ApprovedByTest", Message: "approved by the test",
-	})
-	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, name, csr, metav1.UpdateOptions{}); err != nil {
-		h.t.Fatalf("approve %s: %v", name, err)
+	if err := cluster.SetCondition(context.Background(), h.admin, name, typ, "SetByTest"); err != nil {
+		h.t.Fatalf("set %s on %s: %v", typ, name, err)
 	}
 }
 

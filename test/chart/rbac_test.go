@@ -185,7 +185,7 @@ func TestEventsAreGrantedOnlyInTheDefaultNamespace(t *testing.T) {
 	if r == nil {
 		t.Fatal("no Role in namespace default: the controller could not record Events about CSRs")
 	}
-	want := []string{"create events.k8s.io/events", "patch events.k8s.io/events"}
+	want := []string{"create events.k8s.io/events"}
 	if diff := cmp.Diff(want, grants(r.Rules)); diff != "" {
 		t.Errorf("events Role grants (-want +got):\n%s", diff)
 	}

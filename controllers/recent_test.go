@@ -5,13 +5,15 @@ import (
 	"testing"
 )
 
-func TestVerifiedRequestsForgetsTheOldest(t *testing.T) {
+func TestRecentSetForgetsTheOldest(t *testing.T) {
 	t.Parallel()
-	v := newVerifiedRequests(3)
+	v := newRecentSet(3)
 	for i := range 4 {
 		v.add(fmt.Appendf(nil, "request %d", i))
 	}
-	v.add([]byte("request 3")) // again: no eviction
+	if v.add([]byte("request 3")) { // again: not new, no eviction
+		t.Error("add() of a remembered entry reported it new")
+	}
 	for i, want := range []bool{false, true, true, true} {
 		if got := v.has(fmt.Appendf(nil, "request %d", i)); got != want {
 			t.Errorf("has(request %d) = %v, want %v", i, got, want)
