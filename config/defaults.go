@@ -46,10 +46,11 @@ func Default() *ControllerConfig {
 				Ed25519:     p.Keys.Ed25519,
 			},
 			NodeClient: NodeClient{
-				Enabled:        p.NodeClient.Enabled,
-				OnInvalid:      string(p.NodeClient.OnInvalid),
-				OnUnauthorized: string(p.NodeClient.OnUnauthorized),
-				Bootstrap:      Bootstrap{AllowExistingNode: p.NodeClient.AllowBootstrapForExistingNode},
+				Enabled:               p.NodeClient.Enabled,
+				OnInvalid:             string(p.NodeClient.OnInvalid),
+				OnUnauthorized:        string(p.NodeClient.OnUnauthorized),
+				AuthorizationCacheTTL: duration(5 * time.Second),
+				Bootstrap:             Bootstrap{AllowExistingNode: p.NodeClient.AllowBootstrapForExistingNode},
 			},
 			KubeletServing: KubeletServing{
 				Enabled:       p.Serving.Enabled,

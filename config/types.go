@@ -80,8 +80,13 @@ type NodeClient struct {
 	OnInvalid string `json:"onInvalid"`
 	// OnUnauthorized is what happens when the SubjectAccessReview says no:
 	// "deny" or "leavePending".
-	OnUnauthorized string    `json:"onUnauthorized"`
-	Bootstrap      Bootstrap `json:"bootstrap"`
+	OnUnauthorized string `json:"onUnauthorized"`
+	// AuthorizationCacheTTL remembers an allowed SubjectAccessReview answer
+	// for the same requester this long, so that many CSRs made with one
+	// bootstrap token cost one review. A denial is never remembered; 0
+	// disables it.
+	AuthorizationCacheTTL metav1.Duration `json:"authorizationCacheTTL"`
+	Bootstrap             Bootstrap       `json:"bootstrap"`
 }
 
 // Bootstrap governs client CSRs made with bootstrap credentials.

@@ -82,6 +82,10 @@ func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
 		}
 	}
 
+	if ttl := a.NodeClient.AuthorizationCacheTTL.Duration; ttl < 0 || ttl > 5*time.Minute {
+		errs = append(errs, field.Invalid(nc.Child("authorizationCacheTTL"), ttl.String(), "must be between 0s (off) and 5m"))
+	}
+
 	s := p.Child("kubeletServing")
 	ks := &a.KubeletServing
 	if ks.MaxSANs < 1 || ks.MaxSANs > 1000 {

@@ -40,7 +40,10 @@ type ApproverOptions struct {
 	// Resolver and DNSTimeout serve approver.kubeletServing.dnsResolution.
 	Resolver   Resolver
 	DNSTimeout time.Duration
-	Now        func() time.Time
+	// AuthorizationCacheTTL keeps allowed SubjectAccessReview answers this
+	// long (0: never).
+	AuthorizationCacheTTL time.Duration
+	Now                   func() time.Time
 }
 
 // ApproverReconciler approves or denies kubelet CSRs: it gathers the facts
@@ -56,6 +59,7 @@ type ApproverReconciler struct {
 	guard    writeGuard
 	queues   *queueDepth
 	verified *recentSet // shared with the signer; may be nil
+	allowed  authzCache
 }
 
 // SetupWithManager registers the reconciler. It watches kubelet CSRs and,
@@ -181,15 +185,23 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 	for k, v := range csr.Spec.Extra {
 		extra[k] = authorizationv1.ExtraValue(v)
 	}
-	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+	spec := authorizationv1.SubjectAccessReviewSpec{
 		User:               csr.Spec.Username,
 		UID:                csr.Spec.UID,
 		Groups:             csr.Spec.Groups,
 		Extra:              extra,
 		ResourceAttributes: attrs.DeepCopy(),
-	}}
+	}
+	now := r.Options.Now()
+	if r.allowed.hit(spec, now) {
+		return &approver.Authorization{Allowed: true, Reason: "allowed by a SubjectAccessReview moments ago"}, nil
+	}
+	sar := &authorizationv1.SubjectAccessReview{Spec: spec}
 	if err := r.Client.Create(ctx, sar); err != nil {
 		return nil, fmt.Errorf("create SubjectAccessReview for %q: %w", csr.Spec.Username, err)
+	}
+	if sar.Status.Allowed {
+		r.allowed.store(spec, now, r.Options.AuthorizationCacheTTL)
 	}
 	return &approver.Authorization{Allowed: sar.Status.Allowed, Reason: sar.Status.Reason, EvaluationError: sar.Status.EvaluationError}, nil
 }

@@ -2,14 +2,19 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
@@ -217,5 +222,31 @@ func TestOtherSignersAreNeverTouched(t *testing.T) {
 	}
 	if ev := h.events(created.Name); len(ev) != 0 {
 		t.Errorf("a CSR of another signer got events: %q", ev)
+	}
+}
+
+func TestAllowedReviewsAreRememberedDenialsNever(t *testing.T) {
+	var reviews atomic.Int32
+	funcs := &interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		if _, ok := obj.(*authorizationv1.SubjectAccessReview); ok {
+			reviews.Add(1)
+		}
+		return c.Create(ctx, obj, opts...)
+	}}
+	h := startIntercepted(t, func(o *controllers.Options) { o.Approver.AuthorizationCacheTTL = time.Hour }, funcs)
+	for i := range 5 {
+		c := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap(fmt.Sprintf("scale-%d", i), "abcdef"), fmt.Sprintf("scale-%d", i)))
+		h.waitFor(c.Name, "issued", issued)
+	}
+	if n := reviews.Load(); n != 1 {
+		t.Errorf("%d SubjectAccessReviews for five CSRs from one bootstrap token, want 1", n)
+	}
+	// Nodes renewing are different requesters: one review each.
+	for i := range 2 {
+		c := h.create(asNode(fmt.Sprintf("scale-%d", i)), named(pki.ClientRenewal(fmt.Sprintf("scale-%d", i)), fmt.Sprintf("scale-renew-%d", i)))
+		h.waitFor(c.Name, "issued", issued)
+	}
+	if n := reviews.Load(); n != 3 {
+		t.Errorf("%d SubjectAccessReviews after two renewals by two nodes, want 3", n)
 	}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
@@ -98,30 +99,58 @@ func conditionTime(csr *certificatesv1.CertificateSigningRequest, c certificates
 	return csr.CreationTimestamp.Time
 }
 
-// certificateNotAfter returns the expiry of the first certificate in a PEM
-// bundle (the leaf). It reads the validity and nothing else: the cleaner
-// looks at every issued CSR on every pass.
-func certificateNotAfter(pemBytes []byte) (time.Time, error) {
+// leafTBS is the start of the first certificate in a PEM bundle (the leaf):
+// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version,
+// serialNumber, signature, issuer, validity, subject, ... }, ... }. Reading
+// only this much is far cheaper than a full parse, and the cleaner and the
+// cache index read every issued CSR.
+type leafTBS struct {
+	TBS struct {
+		Raw      asn1.RawContent
+		Version  int `asn1:"optional,explicit,default:0,tag:0"`
+		Serial   asn1.RawValue
+		SigAlg   asn1.RawValue
+		Issuer   asn1.RawValue
+		Validity struct{ NotBefore, NotAfter time.Time }
+		Subject  asn1.RawValue
+	}
+}
+
+func parseLeafTBS(pemBytes []byte) (*leafTBS, error) {
 	block, _ := pem.Decode(pemBytes)
 	if block == nil {
-		return time.Time{}, errors.New("no PEM block")
+		return nil, errors.New("no PEM block")
 	}
-	// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version,
-	// serialNumber, signature, issuer, validity, ... }, ... }
-	var cert struct {
-		TBS struct {
-			Raw      asn1.RawContent
-			Version  int `asn1:"optional,explicit,default:0,tag:0"`
-			Serial   asn1.RawValue
-			SigAlg   asn1.RawValue
-			Issuer   asn1.RawValue
-			Validity struct{ NotBefore, NotAfter time.Time }
-		}
+	var c leafTBS
+	if _, err := asn1.Unmarshal(block.Bytes, &c); err != nil {
+		return nil, fmt.Errorf("parse certificate: %w", err)
 	}
-	if _, err := asn1.Unmarshal(block.Bytes, &cert); err != nil {
-		return time.Time{}, fmt.Errorf("parse certificate validity: %w", err)
+	return &c, nil
+}
+
+// certificateNotAfter returns the expiry of the leaf certificate.
+func certificateNotAfter(pemBytes []byte) (time.Time, error) {
+	c, err := parseLeafTBS(pemBytes)
+	if err != nil {
+		return time.Time{}, err
 	}
-	return cert.TBS.Validity.NotAfter, nil
+	return c.TBS.Validity.NotAfter, nil
+}
+
+// certificateCommonName returns the subject CommonName of the leaf
+// certificate, or "".
+func certificateCommonName(pemBytes []byte) string {
+	c, err := parseLeafTBS(pemBytes)
+	if err != nil {
+		return ""
+	}
+	var rdns pkix.RDNSequence
+	if _, err := asn1.Unmarshal(c.TBS.Subject.FullBytes, &rdns); err != nil {
+		return ""
+	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&rdns)
+	return name.CommonName
 }
 
 // Cleaner deletes CSRs that are finished or abandoned. Every Interval it

@@ -39,7 +39,7 @@ type eventRecorder struct {
 	busy         func() bool
 	busyInterval time.Duration
 	now          func() time.Time
-	log  logr.Logger
+	log          logr.Logger
 
 	mu    sync.Mutex
 	queue []*eventsv1.Event

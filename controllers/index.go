@@ -28,8 +28,13 @@ func indexNodeName(o client.Object) []string {
 }
 
 // nodeNameOf returns the node a kubelet CSR's CommonName names, or "". It
-// reads only the subject: it runs on every informer update.
+// reads only the subject: it runs on every informer update. An issued CSR
+// in the cache has no request any more (slimCSR); its certificate carries
+// the same subject.
 func nodeNameOf(csr *certificatesv1.CertificateSigningRequest) string {
+	if len(csr.Spec.Request) == 0 {
+		return approver.NodeNameFromCN(certificateCommonName(csr.Status.Certificate))
+	}
 	return approver.NodeNameFromCN(approver.CommonName(csr.Spec.Request))
 }
 

@@ -9,7 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -64,12 +64,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := IndexFields(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("index CSRs by node: %w", err)
 	}
-	clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
+	eventsClient, err := eventsclient.NewForConfig(mgr.GetConfig())
 	if err != nil {
 		return fmt.Errorf("create the Event client: %w", err)
 	}
 	queues := &queueDepth{}
-	recorder := newEventRecorder(clientset.EventsV1(), o.RecorderName, queues.waiting, o.Now, ctrl.Log.WithName("events"), m)
+	recorder := newEventRecorder(eventsClient, o.RecorderName, queues.waiting, o.Now, ctrl.Log.WithName("events"), m)
 	if err := mgr.Add(recorder); err != nil {
 		return err
 	}

@@ -145,6 +145,8 @@ func controllerOptions(cfg *config.ControllerConfig) controllers.Options {
 			DryRun:     cfg.Approver.Mode == config.ModeDryRun,
 			Workers:    cfg.Manager.Workers.Approver,
 			DNSTimeout: cfg.Approver.KubeletServing.DNSResolution.Timeout.Duration,
+			// Allowed answers only: a flood from one bootstrap token costs one review.
+			AuthorizationCacheTTL: cfg.Approver.NodeClient.AuthorizationCacheTTL.Duration,
 		},
 		Signer: controllers.SignerOptions{
 			Signers: cfg.SignerConfigs(),

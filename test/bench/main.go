@@ -236,7 +236,8 @@ func profile(ctx context.Context, o *options, p *process, w *workload) func() {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		_ = os.WriteFile(filepath.Join(o.profileDir, strings.ReplaceAll(w.name, " ", "-")+".pprof"), b, 0o600)
+		name := strings.NewReplacer(" ", "-", "/", "per").Replace(w.name)
+		_ = os.WriteFile(filepath.Join(o.profileDir, name+".pprof"), b, 0o600)
 	}()
 	return func() { <-done }
 }

@@ -360,3 +360,25 @@ extraVolumeMounts: [{name: serving-ca, mountPath: /etc/kubelet-csr-controller/se
 	}
 	checkMounts(t, pod)
 }
+
+func TestGoMemoryLimitFollowsTheContainerLimit(t *testing.T) {
+	t.Parallel()
+	memLimit := func(c corev1.Container) *corev1.EnvVar {
+		for i := range c.Env {
+			if c.Env[i].Name == "GOMEMLIMIT" {
+				return &c.Env[i]
+			}
+		}
+		return nil
+	}
+	c := render(t, "").deployment(t).Spec.Template.Spec.Containers[0]
+	e := memLimit(c)
+	if e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil || e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+		t.Fatalf("GOMEMLIMIT should come from the container's memory limit, got %+v", e)
+	}
+	// Helm merges maps: null removes the default limit.
+	c = render(t, "resources: {limits: null}").deployment(t).Spec.Template.Spec.Containers[0]
+	if e := memLimit(c); e != nil {
+		t.Errorf("without a memory limit there is nothing to follow, got %+v", e)
+	}
+}
