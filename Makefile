@@ -14,8 +14,9 @@ BENCH_ARGS ?=
 # How long each fuzz target runs in make test (make fuzz runs longer).
 FUZZTIME ?= 10s
 
-# The control-plane binaries are built once into a per-version cache.
-ASSETS = $$(hack/build-tools.sh kube-apiserver etcd)
+# The control-plane binaries are built once into a per-version cache
+# (kube-controller-manager is the benchmark's baseline).
+ASSETS = $$(hack/build-tools.sh kube-apiserver etcd kube-controller-manager)
 
 .PHONY: help
 help: ## List the targets.
@@ -38,6 +39,10 @@ test: build ## Run every test: unit (-race), envtest, the chart, fuzz smoke runs
 .PHONY: demo
 demo: build ## Local control plane, the controller and simulated kubelets bootstrapping and rotating (DEMO_ARGS="--nodes 10 --keep").
 	KUBEBUILDER_ASSETS=$(ASSETS) go run ./test/demo --binary $(CURDIR)/$(BIN) $(DEMO_ARGS)
+
+.PHONY: bench
+bench: build ## Benchmark against kube-controller-manager and an ideal loop (BENCH_ARGS="--n 500"); results in _output/bench.
+	KUBEBUILDER_ASSETS=$(ASSETS) go run ./test/bench --binary $(CURDIR)/$(BIN) $(BENCH_ARGS)
 
 .PHONY: e2e
 e2e: build ## Run only the end-to-end rotation flow, verbosely.

@@ -9,6 +9,9 @@ import (
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nodecsr/kubelet-csr-controller/config"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 )
 
@@ -33,6 +36,9 @@ type contender struct {
 func contenders() []contender {
 	return []contender{
 		{name: "kubelet-csr-controller (defaults)", approvesServing: true, start: startThis},
+		{name: "kubelet-csr-controller (authorizationCacheTTL: 0s)", approvesServing: true, start: startThisWith(func(c *config.ControllerConfig) {
+			c.Approver.NodeClient.AuthorizationCacheTTL = metav1.Duration{}
+		})},
 		{name: "kube-controller-manager (defaults: QPS 20, burst 30)", start: startKCM(nil)},
 		{name: "kube-controller-manager (QPS 500, burst 1000)", start: startKCM([]string{"--kube-api-qps=500", "--kube-api-burst=1000"})},
 		{name: "ideal loop (16 workers, no policy, no events)", approvesServing: true, start: startIdeal},
@@ -42,8 +48,23 @@ func contenders() []contender {
 // startThis runs the controller binary with an empty configuration file
 // apart from the CA: its defaults are what users get.
 func startThis(ctx context.Context, c *cluster.Cluster, o *options) (*process, error) {
+	return startThisWith(nil)(ctx, c, o)
+}
+
+// startThisWith is startThis with the configuration edited.
+func startThisWith(edit func(*config.ControllerConfig)) func(context.Context, *cluster.Cluster, *options) (*process, error) {
+	return func(ctx context.Context, c *cluster.Cluster, o *options) (*process, error) {
+		cfg := c.ControllerConfig()
+		if edit != nil {
+			edit(cfg)
+		}
+		return startController(ctx, c, o, cfg)
+	}
+}
+
+func startController(ctx context.Context, c *cluster.Cluster, o *options, cfg *config.ControllerConfig) (*process, error) {
 	cfgFile := filepath.Join(c.Dir, "config.yaml")
-	if err := cluster.WriteConfig(c.ControllerConfig(), cfgFile); err != nil {
+	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
 		return nil, err
 	}
 	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: o.binary, ConfigFile: cfgFile, ExtraArgs: o.controllerArgs})

@@ -25,7 +25,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 )
@@ -45,6 +47,9 @@ type options struct {
 }
 
 func main() {
+	// envtest logs through controller-runtime's logger; the benchmark's own
+	// output is its tables.
+	ctrllog.SetLogger(logr.Discard())
 	if len(os.Args) > 1 && os.Args[1] == "ideal-loop" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		err := idealLoop(ctx, os.Args[2:])
@@ -128,7 +133,13 @@ func runContender(ctx context.Context, ct contender, o *options, out io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = c.Stop() }()
+	// Close the watches (the tracker's) before stopping the API server,
+	// which otherwise waits for them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		_ = c.Stop()
+	}()
 	admin, err := kubernetes.NewForConfig(unlimited(c.Admin))
 	if err != nil {
 		return nil, err
@@ -267,7 +278,13 @@ func memoryRun(ctx context.Context, o *options, out io.Writer) ([]result, error)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = c.Stop() }()
+	// Close the watches (the tracker's) before stopping the API server,
+	// which otherwise waits for them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		_ = c.Stop()
+	}()
 	admin, err := kubernetes.NewForConfig(unlimited(c.Admin))
 	if err != nil {
 		return nil, err

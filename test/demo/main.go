@@ -28,12 +28,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/go-logr/logr"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/config"
@@ -59,6 +61,9 @@ func main() {
 	flag.StringVar(&o.binary, "binary", "", "kubelet-csr-controller binary (default: build it)")
 	flag.StringVar(&o.sample, "config", "config/samples/controller-config.yaml", "configuration to start from; CA files and signer durations are set by the demo")
 	flag.Parse()
+	// envtest logs through controller-runtime's logger; the demo's own
+	// output is what it prints.
+	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, o, os.Stdout)
 	stop()
