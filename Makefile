@@ -44,6 +44,10 @@ demo: build ## Local control plane, the controller and simulated kubelets bootst
 bench: build ## Benchmark against kube-controller-manager and an ideal loop (BENCH_ARGS="--n 500"); results in _output/bench.
 	KUBEBUILDER_ASSETS=$(ASSETS) go run ./test/bench --binary $(CURDIR)/$(BIN) $(BENCH_ARGS)
 
+.PHONY: reliability
+reliability: build ## Faults under load: leader killed, API server restarted, a noisy node (minutes; see RELIABILITY.md).
+	mkdir -p _output && KUBEBUILDER_ASSETS=$(ASSETS) KCC_BINARY=$(CURDIR)/$(BIN) go test -tags reliability -count=1 -v -timeout 30m ./test/reliability/ | tee _output/reliability.log | grep -E '^(=== RUN|--- |ok|FAIL)|RESULT'
+
 .PHONY: e2e
 e2e: build ## Run only the end-to-end rotation flow, verbosely.
 	KUBEBUILDER_ASSETS=$(ASSETS) KCC_BINARY=$(CURDIR)/$(BIN) go test -count=1 -v -timeout 15m ./test/e2e/

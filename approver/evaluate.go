@@ -209,10 +209,14 @@ func Evaluate(r *Request, f *Facts, p *Policy) Decision {
 	return approve(rec.approved)
 }
 
-// checkSiblings applies the flood rules: a CSR whose newer sibling was
-// already approved is Superseded (the kubelet waits only for its newest
-// request), and one that arrives while MaxPendingPerNode older siblings are
-// still pending is TooManyPending.
+// checkSiblings applies the flood rules: a CSR with a sibling created
+// later that was already approved is Superseded (the kubelet waits only for
+// its newest request), and one that arrives while MaxPendingPerNode older
+// siblings are still pending is TooManyPending.
+//
+// Creation timestamps have one-second resolution. Two requests of the same
+// second cannot be told apart, so neither supersedes the other; for the cap,
+// their names order them, which only decides which of a flood is refused.
 func checkSiblings(r *Request, f *Facts, p *Policy) *Decision {
 	self := SiblingOf(r.CSR)
 	pendingOlder := 0
@@ -220,14 +224,11 @@ func checkSiblings(r *Request, f *Facts, p *Policy) *Decision {
 		if s.Name == self.Name {
 			continue
 		}
-		if newer(s, self) {
-			if s.State.Approved && !s.State.Denied {
-				d := deny(ReasonSuperseded, fmt.Sprintf("A newer request from %s for node %q, %s, was approved; this one is no longer needed.", r.CSR.Spec.Username, r.NodeName, s.Name))
-				return &d
-			}
-			continue
+		if s.Created.After(self.Created) && s.State.Approved && !s.State.Denied {
+			d := deny(ReasonSuperseded, fmt.Sprintf("A later request from %s for node %q, %s, was approved; this one is no longer needed.", r.CSR.Spec.Username, r.NodeName, s.Name))
+			return &d
 		}
-		if s.State.Pending() {
+		if s.State.Pending() && !newer(s, self) {
 			pendingOlder++
 		}
 	}

@@ -741,12 +741,20 @@ func TestEvaluateSiblings(t *testing.T) {
 			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
 		{
-			name: "siblings created in the same second are ordered by name",
+			name: "an approved sibling of the same second does not supersede: which came first is unknown",
 			csr:  self,
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
 				sib(self.Name+"z", 20*time.Minute, approved),
 			}},
-			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSuperseded},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "for the cap, pending siblings of the same second are ordered by name",
+			csr:  self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				sib("a", 20*time.Minute, pending), sib("b", 20*time.Minute, pending), sib("c", 20*time.Minute, pending),
+			}},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManyPending},
 		},
 		{
 			name:  "the CSR itself among its siblings is not counted",

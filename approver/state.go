@@ -60,8 +60,8 @@ func SiblingKey(csr *certificatesv1.CertificateSigningRequest, nodeName string) 
 	return csr.Spec.SignerName + "|" + nodeName + "|" + csr.Spec.Username
 }
 
-// newer reports whether a was created after b; names break ties so that the
-// order is total.
+// newer orders siblings for the pending cap: by creation time, then by name,
+// so that the order is total.
 func newer(a, b Sibling) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.After(b.Created)

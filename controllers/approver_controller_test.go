@@ -150,10 +150,12 @@ func TestBootstrapForExistingNodeIsDeniedWhenNotAllowed(t *testing.T) {
 
 func TestOlderPendingCSRIsSupersededWhenANewerOneIsApproved(t *testing.T) {
 	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
-	// Names order CSRs created within the same second: a before b.
-	older := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-a-older"))
+	older := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-older"))
 	h.waitForEvent(older.Name, "NodeNotFound")
-	newer := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-b-newer"))
+	// Creation timestamps have one-second resolution: the newer one must be
+	// of a later second to be known as newer.
+	waitUntil(t, "a second passes", func() bool { return time.Since(older.CreationTimestamp.Time) > 1100*time.Millisecond })
+	newer := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-newer"))
 	h.waitForEvent(newer.Name, "NodeNotFound")
 	// Another approver (a person) approves the newer one: the older one is
 	// no longer needed.
@@ -248,5 +250,30 @@ func TestAllowedReviewsAreRememberedDenialsNever(t *testing.T) {
 	}
 	if n := reviews.Load(); n != 3 {
 		t.Errorf("%d SubjectAccessReviews after two renewals by two nodes, want 3", n)
+	}
+}
+
+func TestARenewalAfterAnIssuedCertificateIsApproved(t *testing.T) {
+	h := start(t, nil)
+	h.registerNode("again-1", "10.10.0.1")
+	first := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, ips("10.10.0.1")), "zz-again-first"))
+	h.waitFor(first.Name, "issued", issued)
+	// Rotation: the same node asks again later. The older, issued request
+	// supersedes nothing newer.
+	waitUntil(t, "a second passes", func() bool { return time.Since(first.CreationTimestamp.Time) > 1100*time.Millisecond })
+	second := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, ips("10.10.0.1")), "aa-again-second"))
+	got := h.waitFor(second.Name, "decided", func(csr *certificatesv1.CertificateSigningRequest) bool {
+		return issued(csr) || conditionOf(csr, certificatesv1.CertificateDenied) != nil
+	})
+	if !issued(got) {
+		t.Fatalf("a later request was not issued: %s", describe(got))
+	}
+	// And within the same second as an issued one (a kubelet restarting at
+	// once): which came first is unknown, so it is not superseded either.
+	third := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, ips("10.10.0.1")), "aa-again-third"))
+	if got := h.waitFor(third.Name, "decided", func(csr *certificatesv1.CertificateSigningRequest) bool {
+		return issued(csr) || conditionOf(csr, certificatesv1.CertificateDenied) != nil
+	}); !issued(got) {
+		t.Fatalf("a request of the same second as an issued one was not issued: %s", describe(got))
 	}
 }

@@ -58,11 +58,11 @@ func (h *csrHandler) Update(ctx context.Context, e event.UpdateEvent, q workqueu
 	if !ok || !state.Approved || state.Denied || approver.StateOf(old).Approved {
 		return
 	}
-	// Just approved: the older pending siblings are no longer needed.
+	// Just approved: the pending siblings created before it are no longer
+	// needed (see approver's checkSiblings).
 	self := approver.SiblingOf(csr)
 	for _, s := range h.siblings(ctx, csr) {
-		st := approver.SiblingOf(&s)
-		if st.State.Pending() && (st.Created.Before(self.Created) || (st.Created.Equal(self.Created) && st.Name < self.Name)) {
+		if st := approver.SiblingOf(&s); st.State.Pending() && st.Created.Before(self.Created) {
 			add(q, priorityNormal, &s)
 		}
 	}

@@ -33,7 +33,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts six control planes")
 	}
-	o := &options{n: 20, rate: 10, steady: 2 * time.Second, timeout: 2 * time.Minute, memoryCached: 40, out: filepath.Join(t.TempDir(), "results.jsonl")}
+	o := &options{n: 20, rate: 10, repeat: 2, steady: 2 * time.Second, timeout: 2 * time.Minute, memoryCached: 40, out: filepath.Join(t.TempDir(), "results.jsonl")}
 	var out bytes.Buffer
 	if err := run(context.Background(), o, &out); err != nil {
 		t.Fatalf("bench: %v\n%s", err, out.String())

@@ -171,6 +171,7 @@ type result struct {
 	CPUSeconds  float64   `json:"controllerCPUSeconds"`
 	PeakRSSMiB  float64   `json:"controllerPeakRSSMiB"`
 	TimedOut    bool      `json:"timedOut"`
+	Runs        []float64 `json:"runsCsrsPerSecond,omitempty"`
 	Note        string    `json:"note,omitempty"`
 }
 

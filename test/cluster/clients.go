@@ -9,6 +9,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -158,4 +159,46 @@ func WaitEvent(ctx context.Context, cs kubernetes.Interface, name, want string, 
 		return fmt.Errorf("%s: no Event containing %q within %s; events: %q", name, want, timeout, last)
 	}
 	return nil
+}
+
+// Flood files csrs with creators concurrent creators, as cs. A create that
+// fails (the API server restarting, say) is retried until it succeeds or
+// ctx ends; one whose first attempt did succeed is not filed twice.
+func Flood(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creators int) error {
+	next := make(chan pki.CSR)
+	errs := make(chan error, creators)
+	for range creators {
+		go func() {
+			for c := range next {
+				err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+					_, err := CreateCSR(ctx, cs, c)
+					return err == nil || apierrors.IsAlreadyExists(err), nil
+				})
+				if err != nil {
+					errs <- fmt.Errorf("file %s: %w", c.Name, err)
+					for range next { //nolint:revive // drain
+					}
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	go func() {
+		defer close(next)
+		for _, c := range csrs {
+			select {
+			case next <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var first error
+	for range creators {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

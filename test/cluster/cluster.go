@@ -54,7 +54,8 @@ type Cluster struct {
 	AdminKubeconfig string
 	Dir             string
 
-	ownDir bool
+	ownDir    bool
+	restarted *exec.Cmd
 }
 
 // AssetsDir returns the directory of kube-apiserver and etcd: the
@@ -96,7 +97,13 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	api := &envtest.APIServer{Out: o.APIServerLog, Err: o.APIServerLog, StartTimeout: time.Minute}
+	// A certificate directory of our own (envtest would make and remove a
+	// temporary one) lets RestartAPIServer start the same server again.
+	certDir := filepath.Join(c.Dir, "apiserver")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return nil, err
+	}
+	api := &envtest.APIServer{Out: o.APIServerLog, Err: o.APIServerLog, StartTimeout: time.Minute, CertDir: certDir}
 	api.SecureServing.Authn = &caAuthn{ca: c.CA}
 	args := api.Configure()
 	args.Set("authorization-mode", "Node", "RBAC")
@@ -128,8 +135,16 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 
 // Stop stops the control plane and removes what Start created.
 func (c *Cluster) Stop() error {
+	if c.restarted != nil {
+		// envtest's process is gone: stop the one RestartAPIServer started.
+		_ = c.restarted.Process.Kill()
+		_ = c.restarted.Wait()
+	}
 	err := c.Env.Stop()
 	c.cleanup()
+	if c.restarted != nil {
+		return nil // envtest reports its own, long dead process
+	}
 	return err
 }
 
