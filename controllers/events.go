@@ -42,12 +42,20 @@ type eventRecorder struct {
 	log          logr.Logger
 
 	mu    sync.Mutex
-	queue []*eventsv1.Event
+	queue []queuedEvent
 	wake  chan struct{}
 	seen  *recentSet
 
 	queued          prometheus.Gauge
 	dropped, failed prometheus.Counter
+}
+
+// queuedEvent is an Event waiting to be sent, with the key under which seen
+// remembers it: an Event dropped or refused is forgotten, so that it is
+// recorded when it happens again.
+type queuedEvent struct {
+	ev  *eventsv1.Event
+	key []byte
 }
 
 // Bounds of the recorder.
@@ -83,7 +91,8 @@ func (r *eventRecorder) Eventf(regarding runtime.Object, _ runtime.Object, event
 	if len(msg) > maxNote {
 		msg = msg[:maxNote-3] + "..."
 	}
-	if !r.seen.add([]byte(string(ref.UID) + "\x00" + eventtype + "\x00" + reason + "\x00" + msg)) {
+	key := []byte(string(ref.UID) + "\x00" + eventtype + "\x00" + reason + "\x00" + msg)
+	if !r.seen.add(key) {
 		return // recorded before
 	}
 	now := r.now()
@@ -105,10 +114,11 @@ func (r *eventRecorder) Eventf(regarding runtime.Object, _ runtime.Object, event
 	r.mu.Lock()
 	if len(r.queue) >= maxQueuedEvents {
 		r.mu.Unlock()
+		r.seen.remove(key)
 		r.dropped.Inc()
 		return
 	}
-	r.queue = append(r.queue, ev)
+	r.queue = append(r.queue, queuedEvent{ev: ev, key: key})
 	r.queued.Set(float64(len(r.queue)))
 	r.mu.Unlock()
 	select {
@@ -122,8 +132,8 @@ func (r *eventRecorder) Eventf(regarding runtime.Object, _ runtime.Object, event
 func (r *eventRecorder) Start(ctx context.Context) error {
 	var lastSent time.Time
 	for {
-		ev := r.next()
-		if ev == nil {
+		q, ok := r.next()
+		if !ok {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -144,10 +154,12 @@ func (r *eventRecorder) Start(ctx context.Context) error {
 			}
 		}
 		r.pop()
+		ev := q.ev
 		if _, err := r.client.Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			if ctx.Err() != nil {
 				return nil //nolint:nilerr // stopping: Events are best effort
 			}
+			r.seen.remove(q.key)
 			r.failed.Inc()
 			r.log.V(1).Info("Event not recorded", "regarding", ev.Regarding.Name, "reason", ev.Reason, "error", err.Error())
 		}
@@ -159,19 +171,19 @@ func (r *eventRecorder) Start(ctx context.Context) error {
 // run on the leader only, queue Events.
 func (r *eventRecorder) NeedLeaderElection() bool { return false }
 
-func (r *eventRecorder) next() *eventsv1.Event {
+func (r *eventRecorder) next() (queuedEvent, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.queue) == 0 {
-		return nil
+		return queuedEvent{}, false
 	}
-	return r.queue[0]
+	return r.queue[0], true
 }
 
 func (r *eventRecorder) pop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queue[0] = nil
+	r.queue[0] = queuedEvent{}
 	r.queue = r.queue[1:]
 	if len(r.queue) == 0 {
 		r.queue = nil // let the backing array go

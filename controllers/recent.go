@@ -46,3 +46,11 @@ func (v *recentSet) has(b []byte) bool {
 	_, ok := v.set[key]
 	return ok
 }
+
+// remove forgets b, so that adding it again reports it new.
+func (v *recentSet) remove(b []byte) {
+	key := sha256.Sum256(b)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.set, key) // its ring slot stays; evicting it later is harmless
+}
