@@ -18,6 +18,7 @@ import (
 type authzCache struct {
 	mu      sync.Mutex
 	expires map[[sha256.Size]byte]time.Time
+	pruneAt int // the size at which expired entries are dropped next
 }
 
 // hit reports whether spec was allowed less than its TTL ago.
@@ -46,12 +47,13 @@ func (c *authzCache) store(spec authorizationv1.SubjectAccessReviewSpec, now tim
 	if c.expires == nil {
 		c.expires = map[[sha256.Size]byte]time.Time{}
 	}
-	if len(c.expires) >= 1024 {
+	if len(c.expires) >= c.pruneAt {
 		for k, exp := range c.expires {
 			if !now.Before(exp) {
 				delete(c.expires, k)
 			}
 		}
+		c.pruneAt = nextPrune(len(c.expires))
 	}
 	c.expires[key] = now.Add(ttl)
 }

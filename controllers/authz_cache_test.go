@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,9 +35,47 @@ func TestAuthzCacheKeepsAnAnswerForItsTTLOnly(t *testing.T) {
 		{"the same review at the TTL misses", spec("u", "nodeclient"), now.Add(5 * time.Second), false},
 		{"another user misses", spec("v", "nodeclient"), now, false},
 		{"another permission misses", spec("u", "selfnodeclient"), now, false},
+		{"another UID misses", with(spec("u", "nodeclient"), func(s *authorizationv1.SubjectAccessReviewSpec) { s.UID = "other" }), now, false},
+		{"other groups miss", with(spec("u", "nodeclient"), func(s *authorizationv1.SubjectAccessReviewSpec) { s.Groups = []string{"system:nodes"} }), now, false},
+		{"other extra misses", with(spec("u", "nodeclient"), func(s *authorizationv1.SubjectAccessReviewSpec) { s.Extra["a"] = []string{"9"} }), now, false},
+		{"extra in another order hits", with(spec("u", "nodeclient"), func(s *authorizationv1.SubjectAccessReviewSpec) {
+			s.Extra = map[string]authorizationv1.ExtraValue{"a": {"1"}, "b": {"2"}}
+		}), now, true},
 	} {
 		if got := c.hit(tc.spec, tc.at); got != tc.want {
 			t.Errorf("%s: hit() = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func with(s authorizationv1.SubjectAccessReviewSpec, edit func(*authorizationv1.SubjectAccessReviewSpec)) authorizationv1.SubjectAccessReviewSpec {
+	edit(&s)
+	return s
+}
+
+// A burst of fresh entries is not rescanned at every store, and expired
+// ones are dropped once the cache has grown.
+func TestAuthzCachePrunesExpiredEntriesAmortized(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var c authzCache
+	spec := func(i int) authorizationv1.SubjectAccessReviewSpec {
+		return authorizationv1.SubjectAccessReviewSpec{User: fmt.Sprint("u", i)}
+	}
+	for i := range 5000 {
+		c.store(spec(i), now, time.Second)
+	}
+	if len(c.expires) != 5000 {
+		t.Fatalf("%d entries, want 5000: live entries are kept", len(c.expires))
+	}
+	if c.pruneAt < 5000 {
+		t.Errorf("next prune at %d entries; it must not rescan at every store", c.pruneAt)
+	}
+	later := now.Add(time.Minute)
+	for i := range c.pruneAt - len(c.expires) + 1 {
+		c.store(spec(10000+i), later, time.Second)
+	}
+	if len(c.expires) > 5000 {
+		t.Errorf("%d entries after the expired ones could go", len(c.expires))
 	}
 }

@@ -23,21 +23,20 @@ import (
 
 // Event reasons. Decision reasons (approver.Reason*) go into the note.
 const (
-	EventApproved           = "Approved"
-	EventDenied             = "Denied"
-	EventWaiting            = "Waiting"
-	EventLeftPending        = "LeftPending"
-	EventWouldApprove       = "WouldApprove"
-	EventWouldDeny          = "WouldDeny"
-	EventIssued             = "Issued"
-	EventSigningFailed      = "SigningFailed"
-	EventSigningError       = "SigningError"
-	EventCertificateCapped  = "CertificateShortened"
-	ReasonSignerValidation  = "SignerValidationFailure"
-	eventActionApprove      = "Approve"
-	eventActionSign         = "Sign"
-	failureReasonCA         = "CAUnavailable"
-	failureReasonValidation = ReasonSignerValidation
+	EventApproved             = "Approved"
+	EventDenied               = "Denied"
+	EventWaiting              = "Waiting"
+	EventLeftPending          = "LeftPending"
+	EventWouldApprove         = "WouldApprove"
+	EventWouldDeny            = "WouldDeny"
+	EventIssued               = "Issued"
+	EventSigningFailed        = "SigningFailed"
+	EventSigningError         = "SigningError"
+	EventCertificateShortened = "CertificateShortened"
+	ReasonSignerValidation    = "SignerValidationFailure"
+	eventActionApprove        = "Approve"
+	eventActionSign           = "Sign"
+	failureReasonCA           = "CAUnavailable"
 )
 
 // appendCondition adds a True condition of the given type.
@@ -56,9 +55,15 @@ func appendCondition(csr *certificatesv1.CertificateSigningRequest, typ certific
 // cache that has not caught up with the write yet: it must not decide or sign
 // a second time. The write's own watch event will bring the CSR back.
 type writeGuard struct {
-	mu sync.Mutex
-	m  map[types.UID]guardEntry
+	mu      sync.Mutex
+	m       map[types.UID]guardEntry
+	pruneAt int // the size at which expired entries are dropped next
 }
+
+// nextPrune is the size at which a map of n live entries is pruned next:
+// twice n, so that a burst of fresh entries costs amortized O(1) per write
+// rather than a full scan each.
+func nextPrune(n int) int { return max(1024, 2*n) }
 
 type guardEntry struct {
 	rv string
@@ -74,12 +79,13 @@ func (g *writeGuard) wrote(csr *certificatesv1.CertificateSigningRequest, rvBefo
 	if g.m == nil {
 		g.m = map[types.UID]guardEntry{}
 	}
-	if len(g.m) > 1024 {
+	if len(g.m) >= g.pruneAt {
 		for uid, e := range g.m {
 			if now.Sub(e.at) > guardTTL {
 				delete(g.m, uid)
 			}
 		}
+		g.pruneAt = nextPrune(len(g.m))
 	}
 	g.m[csr.UID] = guardEntry{rv: rvBeforeWrite, at: now}
 }
