@@ -22,7 +22,8 @@ import (
 // kube-controller-manager's csrcleaner (k8s.io/kubernetes v1.37.2,
 // pkg/controller/certificates/cleaner), with every age configurable.
 type CleanerOptions struct {
-	// AllSigners cleans every CSR; otherwise only those of Signers.
+	// AllSigners cleans every CSR; otherwise only those of Signers, which
+	// Setup fills with the signers this controller approves or signs.
 	AllSigners bool
 	Signers    []string
 

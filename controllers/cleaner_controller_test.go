@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,14 +80,17 @@ func TestCleanupAt(t *testing.T) {
 }
 
 func TestCleanerDeletesWhatIsDue(t *testing.T) {
-	// The cleaner's clock runs 25 hours ahead: every rule is due for CSRs
-	// made now, except for CSRs of signers it does not manage.
+	// The cleaner's clock runs ahead: 2 hours (a denied CSR is due after 1h,
+	// a pending one after 24h), then 25 hours, when every rule is due except
+	// for CSRs of signers it does not manage.
+	var ahead atomic.Int64
+	ahead.Store(int64(2 * time.Hour))
 	h := start(t, func(o *controllers.Options) {
 		signerOnly(o)
 		c := kubernetesRules()
 		c.Interval = 100 * time.Millisecond
 		o.Cleaner = &c
-		o.Now = func() time.Time { return time.Now().Add(25 * time.Hour) }
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
 	})
 	pending := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-pending"))
 	denied := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-denied"))
@@ -95,11 +99,23 @@ func TestCleanerDeletesWhatIsDue(t *testing.T) {
 	foreign.Name, foreign.SignerName = "clean-foreign", "example.com/other"
 	other := h.create(asNode("clean-1"), foreign)
 
-	for _, n := range []string{pending.Name, denied.Name} {
-		waitUntil(t, n+" is deleted", func() bool { return !h.exists(n) })
+	waitUntil(t, "the denied CSR is deleted", func() bool { return !h.exists(denied.Name) })
+	// A second denied CSR gone proves a whole sweep after the pending one was
+	// seen: it was not due.
+	later := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-denied-later"))
+	h.denyAsAdmin(later.Name)
+	waitUntil(t, "the later denied CSR is deleted", func() bool { return !h.exists(later.Name) })
+	if !h.exists(pending.Name) {
+		t.Fatal("a pending CSR was deleted 2 hours after it was made; the rule says 24")
 	}
-	if got := h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": controllers.RulePending}); got < 1 {
-		t.Errorf("cleaned_total{Pending} = %v", got)
+
+	ahead.Store(int64(25 * time.Hour))
+	waitUntil(t, "the pending CSR is deleted", func() bool { return !h.exists(pending.Name) })
+	if got := h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": controllers.RulePending}); got != 1 {
+		t.Errorf("cleaned_total{Pending} = %v, want 1", got)
+	}
+	if got := h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": controllers.RuleDenied}); got != 2 {
+		t.Errorf("cleaned_total{Denied} = %v, want 2", got)
 	}
 	// The foreign CSR was created before the managed ones were deleted and
 	// has been seen; it must still be there.

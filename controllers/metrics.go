@@ -137,7 +137,9 @@ func since(t, now time.Time) float64 { return max(now.Sub(t).Seconds(), 0) }
 
 // pendingCollector reports, at scrape time, the pending CSRs and the age of
 // the oldest one per signer, read from the informer cache. It reports nothing
-// until this replica leads: a standby has no CSR cache and must not build one.
+// until this replica leads, so that the series come from one replica. (A
+// standby keeps its caches warm too, the indexes start the informers on
+// every replica, so that it takes over without relisting.)
 type pendingCollector struct {
 	reader  client.Reader
 	signers []string

@@ -171,7 +171,7 @@ func (r *SignerReconciler) store(ctx context.Context, csr *certificatesv1.Certif
 	notAfter := c.NotAfter.UTC().Format(time.RFC3339)
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, EventIssued, eventActionSign, "Issued certificate with serial %s, valid until %s.", serial, notAfter)
 	if issued.Lifetime.Capped {
-		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventCertificateCapped, eventActionSign,
+		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventCertificateShortened, eventActionSign,
 			"The certificate ends at the CA's expiry %s, before the %s it should last: renew the CA.", notAfter, issued.Lifetime.Requested)
 	}
 	logger.Info("issued", "csr", csr.Name, "signer", signerName, "serial", serial, "notAfter", notAfter, "capped", issued.Lifetime.Capped)
@@ -190,7 +190,7 @@ func (r *SignerReconciler) fail(ctx context.Context, csr *certificatesv1.Certifi
 		return fmt.Errorf("write Failed condition: %w", err)
 	}
 	r.guard.wrote(csr, rv, now)
-	r.Metrics.SigningFailures.WithLabelValues(csr.Spec.SignerName, failureReasonValidation).Inc()
+	r.Metrics.SigningFailures.WithLabelValues(csr.Spec.SignerName, ReasonSignerValidation).Inc()
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventSigningFailed, eventActionSign, "%s: %s", ReasonSignerValidation, cause.Error())
 	log.FromContext(ctx).Info("failed", "csr", csr.Name, "signer", csr.Spec.SignerName, "reason", ReasonSignerValidation, "message", cause.Error())
 	return nil
@@ -204,18 +204,20 @@ func (r *SignerReconciler) cannotSignNow(csr *certificatesv1.CertificateSigningR
 	return fmt.Errorf("sign with %s: %w", csr.Spec.SignerName, cause)
 }
 
-// waitingOnCA maps a CA reload of a signer to every CSR of that signer that
-// waits for a certificate.
-func (r *SignerReconciler) waitingOnCA(ctx context.Context, o client.Object) []reconcile.Request {
-	signerName := o.GetName()
+// waitingOnCA maps a CA reload to every CSR of our signers that waits for a
+// certificate. It does not filter by the signer the event names: a reload
+// event that finds the channel full is dropped, and the one already queued
+// must cover it.
+func (r *SignerReconciler) waitingOnCA(ctx context.Context, _ client.Object) []reconcile.Request {
 	var list certificatesv1.CertificateSigningRequestList
 	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		log.FromContext(ctx).Error(err, "list CSRs after a CA reload", "signer", signerName)
+		log.FromContext(ctx).Error(err, "list CSRs after a CA reload")
 		return nil
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
-		if csr := &list.Items[i]; csr.Spec.SignerName == signerName && signable(csr) {
+		csr := &list.Items[i]
+		if _, mine := r.signers[csr.Spec.SignerName]; mine && signable(csr) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(csr)})
 		}
 	}

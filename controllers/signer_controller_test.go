@@ -29,8 +29,8 @@ func TestSignerIssuesOnlyApprovedCSRs(t *testing.T) {
 	denied := h.create(asNode("sign-1"), named(pki.ClientRenewal("sign-1"), "sign-denied"))
 	h.denyAsAdmin(denied.Name)
 	failed := h.create(asNode("sign-1"), named(pki.ClientRenewal("sign-1"), "sign-failed"))
+	h.failAsAdmin(failed.Name) // first: approved first, it could be issued in between
 	h.approveAsAdmin(failed.Name)
-	h.failAsAdmin(failed.Name)
 	apiClient := pki.ClientRenewal("sign-1")
 	apiClient.Name, apiClient.SignerName = "sign-unmanaged", certificatesv1.KubeAPIServerClientSignerName
 	unmanaged := h.create(asNode("sign-1"), apiClient)
