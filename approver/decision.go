@@ -45,6 +45,13 @@ type Decision struct {
 	// and evaluates again, so that the costly SubjectAccessReview is made
 	// only for requests that pass everything else.
 	Missing Fact
+	// ConfirmNode says the verdict rests on the Node as Facts held it: a
+	// denial for its absence or addresses, or a bootstrap approval for a
+	// node not yet registered. A reconciler reading Nodes from a cache that
+	// may lag reads them from the API server and evaluates again before it
+	// acts. (A serving approval does not ask: its Node, read moments ago,
+	// listed every SAN, and confirming would double the API calls per CSR.)
+	ConfirmNode bool
 }
 
 // Fact is a fact Evaluate may ask for.
@@ -55,6 +62,7 @@ const (
 	FactNone Fact = iota
 	FactAuthorization
 	FactLookup
+	FactClaimants
 )
 
 // Reasons written into CSR conditions, Events and metric labels. Details go
@@ -87,6 +95,7 @@ const (
 	ReasonSANInvalid          = "SANInvalid"
 	ReasonSANForbidden        = "SANForbidden"
 	ReasonSANNotOwnedByNode   = "SANNotOwnedByNode"
+	ReasonSANOwnedByOtherNode = "SANOwnedByOtherNode"
 	ReasonNodeNotFound        = "NodeNotFound"
 	ReasonNodeHasNoAddresses  = "NodeHasNoAddresses"
 	ReasonDNSResolutionFailed = "DNSResolutionFailed"

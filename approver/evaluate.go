@@ -24,6 +24,10 @@ type Facts struct {
 	Siblings []Sibling
 	// Lookups answers, per canonical DNS name, the resolutions Plan asked for.
 	Lookups map[string]Lookup
+	// Claimants lists, per SAN of a serving request (by AddressKey), the
+	// other Nodes whose status.addresses hold it. A kubelet writes its own
+	// Node's addresses: this is what stops one node from claiming another's.
+	Claimants map[string][]string
 }
 
 // Authorization is the outcome of a SubjectAccessReview.
@@ -58,6 +62,8 @@ type Plan struct {
 	Siblings bool
 	// ResolveDNS asks for DNSNamesToResolve once the Node is known.
 	ResolveDNS bool
+	// Claimants asks which other Nodes list each SAN (Facts.Claimants).
+	Claimants bool
 }
 
 // recognizer is one kind of kubelet request: which requests it covers, the
@@ -173,6 +179,7 @@ func PlanFor(r *Request, p *Policy) Plan {
 		plan.Node = r.NodeName
 	}
 	plan.ResolveDNS = r.Kind == KindServing && p.Serving.ResolveDNS && len(r.X509.DNSNames) > 0
+	plan.Claimants = r.Kind == KindServing
 	return plan
 }
 
@@ -196,23 +203,31 @@ func Evaluate(r *Request, f *Facts, p *Policy) Decision {
 	if d := checkSiblings(r, f, p); d != nil {
 		return *d
 	}
+	bootstrapChecked := false
 	if rec.node != nil && (r.Kind == KindServing || !p.NodeClient.AllowBootstrapForExistingNode) {
 		if d := rec.node(r, f, p); d != nil {
+			d.ConfirmNode = d.Missing == FactNone
 			return *d
 		}
+		bootstrapChecked = r.Kind == KindNodeClient
 	}
 	if rec.permission != "" {
 		if d := checkAuthorization(r, f, p, rec.permission); d != nil {
 			return *d
 		}
 	}
-	return approve(rec.approved)
+	approved := approve(rec.approved)
+	approved.ConfirmNode = bootstrapChecked
+	return approved
 }
 
 // checkSiblings applies the flood rules: a CSR with a sibling created
 // later that was already approved is Superseded (the kubelet waits only for
 // its newest request), and one that arrives while MaxPendingPerNode older
-// siblings are still pending is TooManyPending.
+// siblings are still pending is TooManyPending. A sibling pending for longer
+// than the grace period does not count: the kubelet stopped waiting for it
+// (after 15 minutes), and a node must not stay locked out until the cleaner
+// deletes it.
 //
 // Creation timestamps have one-second resolution. Two requests of the same
 // second cannot be told apart, so neither supersedes the other; for the cap,
@@ -228,7 +243,7 @@ func checkSiblings(r *Request, f *Facts, p *Policy) *Decision {
 			d := deny(ReasonSuperseded, fmt.Sprintf("A later request from %s for node %q, %s, was approved; this one is no longer needed.", r.CSR.Spec.Username, r.NodeName, s.Name))
 			return &d
 		}
-		if s.State.Pending() && !newer(s, self) {
+		if s.State.Pending() && !newer(s, self) && f.Now.Sub(s.Created) < p.GracePeriod {
 			pendingOlder++
 		}
 	}

@@ -161,14 +161,14 @@ func TestEvaluateNodeClient(t *testing.T) {
 			csr:    pki.ClientBootstrap("n1", "abcdef"),
 			policy: func(p *approver.Policy) { p.NodeClient.AllowBootstrapForExistingNode = false },
 			facts:  approver.Facts{Authorization: allowed, Node: n1},
-			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonBootstrapForExistingNode},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonBootstrapForExistingNode, ConfirmNode: true},
 		},
 		{
 			name:   "a bootstrap request for a new node is approved when allowExistingNode is false",
 			csr:    pki.ClientBootstrap("n1", "abcdef"),
 			policy: func(p *approver.Policy) { p.NodeClient.AllowBootstrapForExistingNode = false },
 			facts:  approver.Facts{Authorization: allowed},
-			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved, ConfirmNode: true},
 		},
 		{
 			name:  "a bootstrap request without the nodeclient permission is denied as NotAuthorized",
@@ -320,25 +320,76 @@ func TestEvaluateServing(t *testing.T) {
 			name:  "the IPv4-mapped IPv6 form of another node's address is denied",
 			csr:   serving(nil, "::ffff:10.0.0.2"),
 			facts: approver.Facts{Node: n1},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name:  "a serving request naming another node's IP is denied",
 			csr:   serving([]string{"n1.example.com"}, "10.0.0.1", "10.0.0.2"),
 			facts: approver.Facts{Node: n1},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
+		},
+		{
+			name:  "a node that lists another node's IP in its own status is still denied that IP",
+			csr:   serving(nil, "10.0.0.2"),
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "10.0.0.2"), Claimants: map[string][]string{"10.0.0.2": {"n2"}}},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true},
+		},
+		{
+			name:  "a node that lists another node's host name is still denied it, in any case",
+			csr:   serving([]string{"N2.Example.com"}),
+			facts: approver.Facts{Node: node("n1", "n1.example.com", "n2.example.com"), Claimants: map[string][]string{"n2.example.com": {"n2"}}},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true},
+		},
+		{
+			name: "an address in sharedCIDRs may be listed by other nodes too",
+			csr:  serving(nil, "10.0.0.1", "203.0.113.5"),
+			policy: func(p *approver.Policy) {
+				p.Serving.SharedPrefixes = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+			},
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "203.0.113.5"), Claimants: map[string][]string{"203.0.113.5": {"n2", "n3"}}},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "a DNS name in deniedNames is forbidden even when the node lists it",
+			csr:    serving([]string{"API.cluster.example"}),
+			policy: func(p *approver.Policy) { p.Serving.DeniedNames = []string{"api.cluster.example"} },
+			facts:  approver.Facts{Node: node("n1", "10.0.0.1", "api.cluster.example")},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:   "a deniedNames entry with a leading dot forbids the names under it",
+			csr:    serving([]string{"kubernetes.default.svc.cluster.local"}),
+			policy: func(p *approver.Policy) { p.Serving.DeniedNames = []string{".svc.cluster.local"} },
+			facts:  approver.Facts{Node: node("n1", "kubernetes.default.svc.cluster.local")},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:   "a deniedNames entry with a leading dot leaves other names alone",
+			csr:    serving([]string{"n1.example.com"}),
+			policy: func(p *approver.Policy) { p.Serving.DeniedNames = []string{".svc.cluster.local", "example.com"} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "an IP address in deniedCIDRs is forbidden even when the node lists it",
+			csr:  serving(nil, "::ffff:10.96.0.1"),
+			policy: func(p *approver.Policy) {
+				p.Serving.DeniedPrefixes = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}
+			},
+			facts: approver.Facts{Node: node("n1", "10.96.0.1")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
 		},
 		{
 			name:  "a DNS name that is not among the node's addresses is denied",
 			csr:   serving([]string{"n2.example.com"}),
 			facts: approver.Facts{Node: n1},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name:  "the node is found by the CommonName, never by a SAN: n1 naming n2's host name is denied",
 			csr:   serving([]string{"n2"}),
 			facts: approver.Facts{Node: node("n1", "10.0.0.1", "n1")},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name:   "a DNS name under an allowed suffix is approved",
@@ -352,7 +403,7 @@ func TestEvaluateServing(t *testing.T) {
 			csr:    serving([]string{"nodes.example.org"}),
 			policy: func(p *approver.Policy) { p.Serving.DNSSuffixes = []string{"nodes.example.org"} },
 			facts:  approver.Facts{Node: n1},
-			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name: "a DNS name matching an allowed pattern is approved",
@@ -379,7 +430,7 @@ func TestEvaluateServing(t *testing.T) {
 				p.Serving.IPPrefixes = []netip.Prefix{netip.MustParsePrefix("192.168.7.0/24")}
 			},
 			facts: approver.Facts{Node: n1},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name:  "a wildcard DNS name is denied",
@@ -527,31 +578,31 @@ func TestEvaluateServing(t *testing.T) {
 			name:  "a node that is not registered yet is retried",
 			csr:   servingN1(),
 			facts: approver.Facts{},
-			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeNotFound, RetryAfter: 30 * time.Second},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeNotFound, RetryAfter: 30 * time.Second, ConfirmNode: true},
 		},
 		{
 			name:  "the retry never waits past the end of the grace period",
 			csr:   created(servingN1(), now.Add(-15*time.Minute+10*time.Second)),
 			facts: approver.Facts{},
-			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeNotFound, RetryAfter: 10 * time.Second},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeNotFound, RetryAfter: 10 * time.Second, ConfirmNode: true},
 		},
 		{
 			name:  "a node still not registered after the grace period is denied",
 			csr:   created(servingN1(), now.Add(-15*time.Minute)),
 			facts: approver.Facts{},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNodeNotFound},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNodeNotFound, ConfirmNode: true},
 		},
 		{
 			name:  "a node without addresses is retried",
 			csr:   servingN1(),
 			facts: approver.Facts{Node: node("n1")},
-			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeHasNoAddresses, RetryAfter: 30 * time.Second},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonNodeHasNoAddresses, RetryAfter: 30 * time.Second, ConfirmNode: true},
 		},
 		{
 			name:  "a node without addresses after the grace period is denied",
 			csr:   created(servingN1(), now.Add(-time.Hour)),
 			facts: approver.Facts{Node: node("n1")},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNodeHasNoAddresses},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNodeHasNoAddresses, ConfirmNode: true},
 		},
 		{
 			name:   "serving approval switched off leaves serving CSRs alone",
@@ -586,21 +637,21 @@ func TestEvaluateDNSResolution(t *testing.T) {
 			csr:    csr,
 			policy: resolving,
 			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("10.9.9.9")}})},
-			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name:   "a DNS timeout is retried",
 			csr:    csr,
 			policy: resolving,
 			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Err: errors.New("i/o timeout"), Temporary: true})},
-			want:   approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonDNSResolutionFailed, RetryAfter: 30 * time.Second},
+			want:   approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonDNSResolutionFailed, RetryAfter: 30 * time.Second, ConfirmNode: true},
 		},
 		{
 			name:   "a name that does not exist is denied",
 			csr:    csr,
 			policy: resolving,
 			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Err: errors.New("no such host")})},
-			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonDNSResolutionFailed},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonDNSResolutionFailed, ConfirmNode: true},
 		},
 		{
 			name:   "a lookup the reconciler forgot is retried, never approved",
@@ -695,12 +746,12 @@ func TestEvaluateSiblings(t *testing.T) {
 		return approver.Sibling{Name: name, Created: now.Add(-age), State: s}
 	}
 	pending, approved, denied := approver.State{}, approver.State{Approved: true}, approver.State{Denied: true}
-	self := created(pki.ClientRenewal("n1"), now.Add(-20*time.Minute))
+	self := created(pki.ClientRenewal("n1"), now.Add(-5*time.Minute))
 	runEval(t, []evalCase{
 		{
 			name:  "an older pending request is superseded when a newer one was approved",
 			csr:   self,
-			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("newer", 5*time.Minute, approved)}},
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("newer", time.Minute, approved)}},
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSuperseded},
 		},
 		{
@@ -712,14 +763,14 @@ func TestEvaluateSiblings(t *testing.T) {
 		{
 			name:  "a newer request that is only pending does not supersede",
 			csr:   self,
-			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("newer", time.Minute, pending)}},
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib("newer", 30*time.Second, pending)}},
 			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
 		{
 			name: "the request is denied when three older ones are still pending",
 			csr:  self,
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
-				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("c", 40*time.Minute, pending), sib("d", 30*time.Minute, denied),
+				sib("a", 14*time.Minute, pending), sib("b", 12*time.Minute, pending), sib("c", 10*time.Minute, pending), sib("d", 8*time.Minute, denied),
 			}},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManyPending},
 		},
@@ -727,7 +778,7 @@ func TestEvaluateSiblings(t *testing.T) {
 			name: "two older pending requests stay under the cap",
 			csr:  self,
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
-				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("d", 30*time.Minute, denied),
+				sib("a", 14*time.Minute, pending), sib("b", 12*time.Minute, pending), sib("d", 8*time.Minute, denied),
 			}},
 			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
@@ -736,7 +787,15 @@ func TestEvaluateSiblings(t *testing.T) {
 			csr:    self,
 			policy: func(p *approver.Policy) { p.MaxPendingPerNode = 0 },
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
-				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("c", 40*time.Minute, pending),
+				sib("a", 14*time.Minute, pending), sib("b", 12*time.Minute, pending), sib("c", 10*time.Minute, pending),
+			}},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "pending requests older than the grace period do not count: the kubelet stopped waiting for them",
+			csr:  self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				sib("a", time.Hour, pending), sib("b", 50*time.Minute, pending), sib("c", 16*time.Minute, pending),
 			}},
 			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
@@ -744,7 +803,7 @@ func TestEvaluateSiblings(t *testing.T) {
 			name: "an approved sibling of the same second does not supersede: which came first is unknown",
 			csr:  self,
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
-				sib(self.Name+"z", 20*time.Minute, approved),
+				sib(self.Name+"z", 5*time.Minute, approved),
 			}},
 			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
@@ -752,14 +811,14 @@ func TestEvaluateSiblings(t *testing.T) {
 			name: "for the cap, pending siblings of the same second are ordered by name",
 			csr:  self,
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
-				sib("a", 20*time.Minute, pending), sib("b", 20*time.Minute, pending), sib("c", 20*time.Minute, pending),
+				sib("a", 5*time.Minute, pending), sib("b", 5*time.Minute, pending), sib("c", 5*time.Minute, pending),
 			}},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManyPending},
 		},
 		{
 			name:  "the CSR itself among its siblings is not counted",
 			csr:   self,
-			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib(self.Name, 20*time.Minute, approved)}},
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib(self.Name, 5*time.Minute, approved)}},
 			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
 	})
@@ -774,7 +833,7 @@ func TestTheSubjectAccessReviewIsAskedForLast(t *testing.T) {
 	}
 	pending := approver.State{}
 	noisy := &approver.Facts{Now: now, Siblings: []approver.Sibling{
-		{Name: "a", Created: now.Add(-time.Hour), State: pending}, {Name: "b", Created: now.Add(-time.Hour), State: pending}, {Name: "c", Created: now.Add(-time.Hour), State: pending},
+		{Name: "a", Created: now.Add(-10 * time.Minute), State: pending}, {Name: "b", Created: now.Add(-10 * time.Minute), State: pending}, {Name: "c", Created: now.Add(-10 * time.Minute), State: pending},
 	}}
 	if d := approver.Evaluate(ok, noisy, &p); d.Reason != approver.ReasonTooManyPending || d.Missing != approver.FactNone {
 		t.Errorf("a flood is denied without a SubjectAccessReview, got %+v", d)
@@ -803,9 +862,9 @@ func TestPlan(t *testing.T) {
 		{"a bootstrap request also reads the Node when existing nodes are refused", pki.ClientBootstrap("n1", "abcdef"), &bootstrapStrict,
 			approver.Plan{Permission: perm("nodeclient"), Node: "n1", Siblings: true}},
 		{"a serving request reads the Node its CommonName names", pki.Serving("n1", []string{"n2"}, nil), &def,
-			approver.Plan{Node: "n1", Siblings: true}},
+			approver.Plan{Node: "n1", Siblings: true, Claimants: true}},
 		{"a serving request asks for DNS answers when resolution is on", servingN1(), &resolving,
-			approver.Plan{Node: "n1", Siblings: true, ResolveDNS: true}},
+			approver.Plan{Node: "n1", Siblings: true, ResolveDNS: true, Claimants: true}},
 		{"a request that breaks a rule needs no facts", bad, &def, approver.Plan{}},
 	}
 	for _, tc := range tests {
@@ -858,6 +917,9 @@ func runEval(t *testing.T, cases []evalCase) {
 			}
 			f := tc.facts
 			f.Now = now
+			if f.Claimants == nil {
+				f.Claimants = map[string][]string{} // no other Node lists a SAN
+			}
 			r := approver.Read(obj)
 			got := approver.Evaluate(r, &f, &p)
 			if diff := cmp.Diff(tc.want, got, cmp.FilterPath(func(path cmp.Path) bool {
@@ -873,9 +935,38 @@ func runEval(t *testing.T, cases []evalCase) {
 			if got.Verdict == approver.Approve && r.Kind == approver.KindNodeClient && plan.Permission == nil {
 				t.Errorf("approved a client CSR without planning a SubjectAccessReview")
 			}
-			if got.Verdict == approver.Approve && r.Kind == approver.KindServing && plan.Node != r.NodeName {
-				t.Errorf("approved a serving CSR without planning to read Node %q", r.NodeName)
+			if got.Verdict == approver.Approve && r.Kind == approver.KindServing && (plan.Node != r.NodeName || !plan.Claimants) {
+				t.Errorf("approved a serving CSR without planning to read Node %q and the other Nodes", r.NodeName)
 			}
 		})
+	}
+}
+
+func TestClaimantsOf(t *testing.T) {
+	t.Parallel()
+	r := approver.Read(pki.MustObject(t, pki.Serving("n1", []string{"Shared.Example.com."}, ips("10.0.0.9", "2001:db8::9"))))
+	others := []*corev1.Node{
+		node("n1", "10.0.0.9", "shared.example.com"), // its own Node never counts
+		node("n2", "::ffff:10.0.0.9", "10.0.0.2"),
+		node("n3", "SHARED.example.com", "2001:DB8:0:0:0:0:0:9"),
+		node("n4", "10.0.0.4", "n4.example.com"),
+	}
+	want := map[string][]string{
+		"10.0.0.9":           {"n2"},
+		"shared.example.com": {"n3"},
+		"2001:db8::9":        {"n3"},
+	}
+	if diff := cmp.Diff(want, approver.ClaimantsOf(r, others)); diff != "" {
+		t.Errorf("ClaimantsOf() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestServingWaitsForTheOtherNodes(t *testing.T) {
+	t.Parallel()
+	p := approver.DefaultPolicy()
+	r := approver.Read(pki.MustObject(t, servingN1()))
+	d := approver.Evaluate(r, &approver.Facts{Now: now, Node: node("n1", "n1.example.com", "10.0.0.1", "2001:db8::1")}, &p)
+	if d.Verdict != approver.Retry || d.Missing != approver.FactClaimants {
+		t.Errorf("without Claimants: %v %s (missing %d); want a Retry asking for FactClaimants", d.Verdict, d.Reason, d.Missing)
 	}
 }

@@ -38,6 +38,9 @@ func FuzzParsePEM(f *testing.F) {
 		if !bytes.HasPrefix(trimmed, []byte("-----BEGIN CERTIFICATE REQUEST-----")) || bytes.Count(trimmed, []byte("-----BEGIN")) != 1 {
 			t.Fatalf("accepted something that is not one CERTIFICATE REQUEST block: %q", data)
 		}
+		if !bytes.HasSuffix(trimmed, []byte("-----END CERTIFICATE REQUEST-----")) {
+			t.Fatalf("accepted data after the END line: %q", data)
+		}
 		if x == nil {
 			t.Fatal("nil request without an error")
 		}
@@ -94,8 +97,13 @@ func FuzzEvaluate(f *testing.F) {
 				node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
 			}
 		}
+		// Another registered node, whose addresses no other node may get.
+		other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: "10.0.0.2"}, {Type: corev1.NodeHostName, Address: "n2.example.com"},
+		}}}
 		p := approver.DefaultPolicy()
-		f := &approver.Facts{Now: now, Node: node, Authorization: &approver.Authorization{Allowed: authorized}}
+		f := &approver.Facts{Now: now, Node: node, Authorization: &approver.Authorization{Allowed: authorized},
+			Claimants: approver.ClaimantsOf(r, []*corev1.Node{other})}
 		d := approver.Evaluate(r, f, &p)
 		if d.Verdict != approver.Approve {
 			return
@@ -131,12 +139,12 @@ func FuzzEvaluate(f *testing.F) {
 			t.Fatal("approved a serving CSR without SANs")
 		}
 		for _, ip := range x.IPAddresses {
-			if ip.IsLoopback() || ip.IsUnspecified() || !nodeHasIP(node, ip) {
+			if ip.IsLoopback() || ip.IsUnspecified() || !nodeHasIP(node, ip) || (nodeHasIP(other, ip) && r.NodeName != "n2") {
 				t.Fatalf("approved IP %s; node addresses %v", ip, node.Status.Addresses)
 			}
 		}
 		for _, name := range x.DNSNames {
-			if strings.Contains(name, "*") || !nodeHasName(node, name) {
+			if strings.Contains(name, "*") || !nodeHasName(node, name) || (nodeHasName(other, name) && r.NodeName != "n2") {
 				t.Fatalf("approved DNS name %q; node addresses %v", name, node.Status.Addresses)
 			}
 		}

@@ -67,6 +67,15 @@ type ServingPolicy struct {
 	// ResolveDNS requires DNS names admitted through DNSSuffixes or
 	// DNSPatterns to resolve to one of the Node's IP addresses.
 	ResolveDNS bool
+
+	// DeniedNames and DeniedPrefixes are never approved, whoever lists them:
+	// the API server's own names and addresses belong here. A name with a
+	// leading dot denies the names under it.
+	DeniedNames    []string
+	DeniedPrefixes []netip.Prefix
+	// SharedPrefixes hold addresses that several Nodes may list (a NAT
+	// gateway's): the check that no other Node lists a SAN skips them.
+	SharedPrefixes []netip.Prefix
 }
 
 // KeyPolicy says which public keys a request may carry.
@@ -74,6 +83,13 @@ type KeyPolicy struct {
 	RSAMinBits  int
 	ECDSACurves []string // "P-256", "P-384", "P-521"
 	Ed25519     bool
+}
+
+// ReadsNodes reports whether decisions under p read Nodes: serving requests
+// are checked against their Node, and bootstrap requests against the
+// registered Nodes when existing nodes are refused.
+func ReadsNodes(p *Policy) bool {
+	return p.Serving.Enabled || (p.NodeClient.Enabled && !p.NodeClient.AllowBootstrapForExistingNode)
 }
 
 // DefaultPolicy is the policy of an empty configuration file: both kubelet

@@ -43,6 +43,10 @@ func ruleServingSANs(r *Request, p *Policy) *Decision {
 			d := deny(ReasonSANForbidden, fmt.Sprintf("IP address %s is %s; no node may hold a certificate for it.", a, why))
 			return &d
 		}
+		if slices.ContainsFunc(p.Serving.DeniedPrefixes, func(pr netip.Prefix) bool { return pr.Contains(a) }) {
+			d := deny(ReasonSANForbidden, fmt.Sprintf("IP address %s is in approver.kubeletServing.deniedCIDRs; no node may hold a certificate for it.", a))
+			return &d
+		}
 	}
 	return nil
 }
@@ -60,6 +64,12 @@ func checkDNSName(name string, p *Policy) *Decision {
 	if why := forbiddenName(c, p.Serving.ClusterDomain); why != "" {
 		d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is %s; no node may hold a certificate for it.", name, why))
 		return &d
+	}
+	for _, denied := range p.Serving.DeniedNames {
+		if c == denied || (strings.HasPrefix(denied, ".") && strings.HasSuffix(c, denied)) {
+			d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is in approver.kubeletServing.deniedNames; no node may hold a certificate for it.", name))
+			return &d
+		}
 	}
 	return nil
 }
@@ -119,8 +129,68 @@ func addressesOf(n *corev1.Node) nodeAddresses {
 	return a
 }
 
+// AddressKey is the canonical form of a Node address or a SAN, for
+// comparing and indexing: an IP in netip's form (IPv4-mapped addresses as
+// IPv4), a DNS name folded by CanonicalDNS.
+func AddressKey(address string) string {
+	if ip, ok := ParseCanonicalIP(address); ok {
+		return ip.String()
+	}
+	return CanonicalDNS(address)
+}
+
+// NodeAddressKeys lists the AddressKeys of a Node's status.addresses, each
+// once.
+func NodeAddressKeys(n *corev1.Node) []string {
+	keys := make([]string, 0, len(n.Status.Addresses))
+	for _, addr := range n.Status.Addresses {
+		if k := AddressKey(addr.Address); k != "" && !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// ClaimantsOf answers Facts.Claimants: for each SAN of r, the Nodes of
+// others, except r's own, whose addresses list it.
+func ClaimantsOf(r *Request, others []*corev1.Node) map[string][]string {
+	claimants := map[string][]string{}
+	sans := SANKeys(r)
+	for _, n := range others {
+		if n.Name == r.NodeName {
+			continue
+		}
+		for _, k := range NodeAddressKeys(n) {
+			if slices.Contains(sans, k) && !slices.Contains(claimants[k], n.Name) {
+				claimants[k] = append(claimants[k], n.Name)
+			}
+		}
+	}
+	return claimants
+}
+
+// SANKeys lists the AddressKeys of a request's DNS names and IP addresses.
+func SANKeys(r *Request) []string {
+	if r.X509 == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(r.X509.DNSNames)+len(r.X509.IPAddresses))
+	for _, n := range r.X509.DNSNames {
+		keys = append(keys, CanonicalDNS(n))
+	}
+	for _, ip := range r.X509.IPAddresses {
+		if a, ok := CanonicalIP(ip); ok {
+			keys = append(keys, a.String())
+		}
+	}
+	return keys
+}
+
 // checkServingNode checks every SAN against the Node the CommonName names.
-// The Node is found by the CN, never by a name taken from the SANs.
+// The Node is found by the CN, never by a name taken from the SANs. A
+// kubelet writes its own Node's addresses, so a SAN that another Node also
+// lists is refused whatever else would admit it: one compromised node must
+// not obtain a certificate for another's name or address.
 func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 	if f.Node == nil {
 		d := waitOrDeny(r, f, p, ReasonNodeNotFound, fmt.Sprintf("Node %q is not registered.", r.NodeName))
@@ -130,6 +200,18 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 	if len(own.ips) == 0 && len(own.names) == 0 {
 		d := waitOrDeny(r, f, p, ReasonNodeHasNoAddresses, fmt.Sprintf("Node %q reports no addresses yet.", r.NodeName))
 		return &d
+	}
+	if f.Claimants == nil {
+		return missingFact(FactClaimants, "the other Nodes' addresses")
+	}
+	for _, key := range SANKeys(r) {
+		if ip, err := netip.ParseAddr(key); err == nil && slices.ContainsFunc(p.Serving.SharedPrefixes, func(pr netip.Prefix) bool { return pr.Contains(ip) }) {
+			continue
+		}
+		if others := f.Claimants[key]; len(others) > 0 {
+			d := deny(ReasonSANOwnedByOtherNode, fmt.Sprintf("%s is an address of Node %q; a node may only hold a certificate for its own addresses that no other Node lists.", key, others[0]))
+			return &d
+		}
 	}
 	for _, ip := range r.X509.IPAddresses {
 		a, _ := CanonicalIP(ip) // checked by ruleServingSANs

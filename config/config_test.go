@@ -38,6 +38,13 @@ func TestSampleIsTheDefaults(t *testing.T) {
 	if diff := cmp.Diff(approver.DefaultPolicy(), empty.ApproverPolicy(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("an empty file must give approver.DefaultPolicy (-want +got):\n%s", diff)
 	}
+	commented, _, err := config.Parse([]byte("# nothing set yet\n\n  # really\n"), "comments")
+	if err != nil {
+		t.Fatalf("a file of comments only stands for the defaults too: %v", err)
+	}
+	if diff := cmp.Diff(empty, commented); diff != "" {
+		t.Errorf("a file of comments only must give the defaults (-empty +comments):\n%s", diff)
+	}
 }
 
 func TestThreeMistakesGiveThreeFieldPathErrors(t *testing.T) {
@@ -90,6 +97,10 @@ func TestValidation(t *testing.T) {
 		{"a pattern that does not compile is refused", header + "approver:\n  kubeletServing: {dnsPatterns: [\"(\"]}\n", []string{"approver.kubeletServing.dnsPatterns[0]"}},
 		{"a CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {ipCIDRs: [10.0.0.0]}\n", []string{"approver.kubeletServing.ipCIDRs[0]"}},
 		{"a CIDR admitting every address is refused", header + "approver:\n  kubeletServing: {ipCIDRs: [\"::/0\"]}\n", []string{"must not admit every address"}},
+		{"an IPv4-mapped CIDR is refused with its IPv4 form", header + "approver:\n  kubeletServing: {ipCIDRs: [\"::ffff:10.0.0.0/104\"]}\n", []string{"write it in IPv4 form, such as 10.0.0.0/8"}},
+		{"a denied name that is not a name is refused", header + "approver:\n  kubeletServing: {deniedNames: [\"api_server\"]}\n", []string{"approver.kubeletServing.deniedNames[0]"}},
+		{"a shared CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {sharedCIDRs: [nat]}\n", []string{"approver.kubeletServing.sharedCIDRs[0]"}},
+		{"a denied CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {deniedCIDRs: [10.96.0.1]}\n", []string{"approver.kubeletServing.deniedCIDRs[0]"}},
 		{"a zero DNS timeout is refused when resolution is on", header + "approver:\n  kubeletServing: {dnsResolution: {enabled: true, timeout: 0s}}\n", []string{"approver.kubeletServing.dnsResolution.timeout"}},
 		{"an unknown signer is refused", header + "signers: [{name: example.com/x}]\n", []string{"signers[0].name: Unsupported value"}},
 		{"a repeated signer is refused", header + "signers: [{name: kubernetes.io/kubelet-serving}, {name: kubernetes.io/kubelet-serving}]\n", []string{"signers[1].name: Duplicate value"}},
@@ -97,6 +108,8 @@ func TestValidation(t *testing.T) {
 		{"a signer's own CA is checked under its path", header + "signers: [{name: kubernetes.io/kubelet-serving, ca: {certFile: a.crt}}]\n", []string{"signers[0].ca.keyFile: Required value"}},
 		{"minDuration above duration is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, duration: 1h, minDuration: 2h}]\n", []string{"signers[0].minDuration"}},
 		{"a negative backdate is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, backdate: -1m}]\n", []string{"signers[0].backdate"}},
+		{"a cleaner interval under a second is refused", header + "cleaner: {interval: 100ms}\n", []string{"cleaner.interval: Invalid value: \"100ms\": must be at least 1s"}},
+		{"a pending age under the approver's grace period is refused", header + "approver: {gracePeriod: 1h}\ncleaner: {deletePendingAfter: 30m}\n", []string{"must be at least approver.gracePeriod (1h0m0s)"}},
 		{"a pending age under 15m is refused", header + "cleaner: {deletePendingAfter: 5m}\n", []string{"cleaner.deletePendingAfter"}},
 		{"zero workers are refused", header + "manager: {workers: {signer: 0}}\n", []string{"manager.workers.signer"}},
 		{"renewDeadline must exceed 1.2 x retryPeriod", header + "manager: {leaderElection: {renewDeadline: 2s}}\n", []string{"manager.leaderElection.renewDeadline"}},
@@ -137,6 +150,17 @@ signers:
 	if len(warns) != 2 || !strings.Contains(warns[0], "dryRun") || !strings.Contains(warns[1], "signers[0].duration") {
 		t.Errorf("want a dryRun and a short-duration warning, got %q", warns)
 	}
+	_, warns, err = config.Parse([]byte(header+`
+approver:
+  keys: {ecdsaCurves: []}
+  kubeletServing: {dnsSuffixes: [nodes.example.com]}
+`), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 2 || !strings.Contains(warns[0], "ecdsaCurves is empty") || !strings.Contains(warns[1], "without dnsResolution") {
+		t.Errorf("want an empty-curves and a no-resolution warning, got %q", warns)
+	}
 	if got := c.Signers[0].MinDuration.Duration; got != 2*time.Minute {
 		t.Errorf("a short duration should bring the default minDuration down with it, got %s", got)
 	}
@@ -153,6 +177,9 @@ approver:
     dnsSuffixes: [".Nodes.Example.COM."]
     dnsPatterns: ["ip-[0-9-]+\\.ec2\\.internal"]
     ipCIDRs: [192.0.2.7/24]
+    deniedNames: [API.Example.com., .svc.Corp.K8s]
+    deniedCIDRs: [10.96.0.0/12]
+    sharedCIDRs: [203.0.113.0/24]
     dnsResolution: {enabled: true}
 ca: {certFile: /ca/all.crt, keyFile: /ca/all.key}
 signers:
@@ -181,6 +208,18 @@ signers:
 	}
 	if diff := cmp.Diff([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, p.Serving.IPPrefixes, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("CIDRs are masked: %s", diff)
+	}
+	if !p.Serving.DNSPatterns[0].MatchString("ip-10-0-0-1.EC2.internal") {
+		t.Errorf("patterns match case-insensitively")
+	}
+	if diff := cmp.Diff([]string{"api.example.com", ".svc.corp.k8s"}, p.Serving.DeniedNames); diff != "" {
+		t.Errorf("denied names are folded, leading dots kept: %s", diff)
+	}
+	if diff := cmp.Diff([]netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}, p.Serving.DeniedPrefixes, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("denied CIDRs: %s", diff)
+	}
+	if len(p.Serving.SharedPrefixes) != 1 || p.Serving.SharedPrefixes[0] != netip.MustParsePrefix("203.0.113.0/24") {
+		t.Errorf("shared CIDRs: %v", p.Serving.SharedPrefixes)
 	}
 	want := []signer.Config{
 		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true},

@@ -44,13 +44,14 @@ func Load(path string) (*ControllerConfig, []string, error) {
 func Parse(data []byte, source string) (*ControllerConfig, []string, error) {
 	c := Default()
 	var problems []string
-	if len(strings.TrimSpace(string(data))) > 0 {
-		// A file must say what it is; only an empty one stands for defaults.
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, nil, &Error{Source: source, Problems: []string{"not valid YAML: " + err.Error()}}
+	}
+	// A file must say what it is; only one without content (empty, or
+	// comments only) stands for the defaults.
+	if s := strings.TrimSpace(string(js)); s != "null" && s != "" {
 		c.APIVersion, c.Kind = "", ""
-		js, err := yaml.YAMLToJSONStrict(data)
-		if err != nil {
-			return nil, nil, &Error{Source: source, Problems: []string{"not valid YAML: " + err.Error()}}
-		}
 		strict, err := kjson.UnmarshalStrict(js, c)
 		if err != nil {
 			return nil, nil, &Error{Source: source, Problems: []string{err.Error()}}
@@ -109,7 +110,16 @@ func (c *ControllerConfig) ApproverPolicy() approver.Policy {
 		p.Serving.DNSPatterns = append(p.Serving.DNSPatterns, re)
 	}
 	for _, cidr := range s.IPCIDRs {
-		p.Serving.IPPrefixes = append(p.Serving.IPPrefixes, netip.MustParsePrefix(cidr).Masked())
+		p.Serving.IPPrefixes = append(p.Serving.IPPrefixes, mustParseCIDR(cidr))
+	}
+	for _, name := range s.DeniedNames {
+		p.Serving.DeniedNames = append(p.Serving.DeniedNames, approver.CanonicalDNS(name))
+	}
+	for _, cidr := range s.DeniedCIDRs {
+		p.Serving.DeniedPrefixes = append(p.Serving.DeniedPrefixes, mustParseCIDR(cidr))
+	}
+	for _, cidr := range s.SharedCIDRs {
+		p.Serving.SharedPrefixes = append(p.Serving.SharedPrefixes, mustParseCIDR(cidr))
 	}
 	return p
 }
@@ -133,4 +143,12 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 		})
 	}
 	return out
+}
+
+func mustParseCIDR(cidr string) netip.Prefix {
+	pr, err := parseCIDR(cidr)
+	if err != nil {
+		panic(fmt.Sprintf("config not validated: %q %v", cidr, err))
+	}
+	return pr
 }

@@ -108,10 +108,20 @@ type KubeletServing struct {
 	// addresses ("nodes.example.com" admits "a.nodes.example.com").
 	DNSSuffixes []string `json:"dnsSuffixes,omitempty"`
 	// DNSPatterns admits DNS names that match these regular expressions in
-	// full (RE2 syntax, matched against the lower-case name).
+	// full (RE2 syntax, matched case-insensitively).
 	DNSPatterns []string `json:"dnsPatterns,omitempty"`
 	// IPCIDRs admits IP addresses inside these ranges beyond the Node's own.
 	IPCIDRs []string `json:"ipCIDRs,omitempty"`
+	// DeniedNames are never approved, whichever Node lists them: the API
+	// server's names (its load balancer, controlPlaneEndpoint) belong here.
+	// A name with a leading dot denies every name under it.
+	DeniedNames []string `json:"deniedNames,omitempty"`
+	// DeniedCIDRs are never approved, whichever Node lists them: the
+	// Service CIDR and the API server's virtual IP belong here.
+	DeniedCIDRs []string `json:"deniedCIDRs,omitempty"`
+	// SharedCIDRs hold addresses that several Nodes may list, such as a NAT
+	// gateway's. Any other address listed by two Nodes is refused to both.
+	SharedCIDRs []string `json:"sharedCIDRs,omitempty"`
 	// DNSResolution requires names admitted by dnsSuffixes or dnsPatterns to
 	// resolve to one of the Node's IP addresses.
 	DNSResolution DNSResolution `json:"dnsResolution"`

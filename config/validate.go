@@ -40,7 +40,7 @@ func Validate(c *ControllerConfig) (field.ErrorList, []string) {
 	errs, warns = append(errs, e...), append(warns, w...)
 	e, w = validateSigners(c, field.NewPath("signers"))
 	errs, warns = append(errs, e...), append(warns, w...)
-	errs = append(errs, validateCleaner(&c.Cleaner, field.NewPath("cleaner"))...)
+	errs = append(errs, validateCleaner(&c.Cleaner, c.Approver.GracePeriod.Duration, field.NewPath("cleaner"))...)
 	errs = append(errs, validateManager(&c.Manager, field.NewPath("manager"))...)
 	return errs, warns
 }
@@ -55,8 +55,8 @@ func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
 	default:
 		errs = append(errs, field.NotSupported(p.Child("mode"), a.Mode, []Mode{ModeEnforce, ModeDryRun}))
 	}
-	errs = append(errs, positive(p.Child("gracePeriod"), a.GracePeriod.Duration, 0)...)
-	errs = append(errs, positive(p.Child("retryInterval"), a.RetryInterval.Duration, time.Second)...)
+	errs = append(errs, positiveDuration(p.Child("gracePeriod"), a.GracePeriod.Duration, 0)...)
+	errs = append(errs, positiveDuration(p.Child("retryInterval"), a.RetryInterval.Duration, time.Second)...)
 	if a.MaxPendingPerNode < 0 {
 		errs = append(errs, field.Invalid(p.Child("maxPendingPerNode"), a.MaxPendingPerNode, "must be 0 (no cap) or more"))
 	}
@@ -86,8 +86,20 @@ func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
 		errs = append(errs, field.Invalid(nc.Child("authorizationCacheTTL"), ttl.String(), "must be between 0s (off) and 5m"))
 	}
 
-	s := p.Child("kubeletServing")
-	ks := &a.KubeletServing
+	if len(a.Keys.ECDSACurves) == 0 {
+		warns = append(warns, "approver.keys.ecdsaCurves is empty: ECDSA keys, which kubelets generate by default, are denied")
+	}
+	e, w := validateServing(&a.KubeletServing, p.Child("kubeletServing"))
+	errs, warns = append(errs, e...), append(warns, w...)
+	if a.NodeClient.OnInvalid == string(approver.LeavePending) || a.NodeClient.OnUnauthorized == string(approver.LeavePending) {
+		warns = append(warns, "approver.nodeClient leaves some client CSRs pending: make sure another approver decides them")
+	}
+	return errs, warns
+}
+
+func validateServing(ks *KubeletServing, s *field.Path) (field.ErrorList, []string) {
+	var errs field.ErrorList
+	var warns []string
 	if ks.MaxSANs < 1 || ks.MaxSANs > 1000 {
 		errs = append(errs, field.Invalid(s.Child("maxSANs"), ks.MaxSANs, "must be between 1 and 1000"))
 	}
@@ -112,25 +124,55 @@ func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
 	}
 	for i, cidr := range ks.IPCIDRs {
 		path := s.Child("ipCIDRs").Index(i)
-		if pr, err := netip.ParsePrefix(cidr); err != nil {
-			errs = append(errs, field.Invalid(path, cidr, "must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32"))
+		if pr, err := parseCIDR(cidr); err != nil {
+			errs = append(errs, field.Invalid(path, cidr, err.Error()))
 		} else if pr.Bits() == 0 {
 			errs = append(errs, field.Invalid(path, cidr, "must not admit every address"))
 		}
 	}
-	if ks.DNSResolution.Enabled {
-		errs = append(errs, positive(s.Child("dnsResolution", "timeout"), ks.DNSResolution.Timeout.Duration, 0)...)
+	for i, name := range ks.DeniedNames {
+		if msgs := validation.IsDNS1123Subdomain(canonicalSuffix(name)); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(s.Child("deniedNames").Index(i), name, msgs[0]))
+		}
+	}
+	for _, list := range []struct {
+		name  string
+		cidrs []string
+	}{{"deniedCIDRs", ks.DeniedCIDRs}, {"sharedCIDRs", ks.SharedCIDRs}} {
+		for i, cidr := range list.cidrs {
+			if _, err := parseCIDR(cidr); err != nil {
+				errs = append(errs, field.Invalid(s.Child(list.name).Index(i), cidr, err.Error()))
+			}
+		}
+	}
+	extraNames := len(ks.DNSSuffixes) > 0 || len(ks.DNSPatterns) > 0
+	switch {
+	case ks.DNSResolution.Enabled:
+		errs = append(errs, positiveDuration(s.Child("dnsResolution", "timeout"), ks.DNSResolution.Timeout.Duration, 0)...)
 		if t := ks.DNSResolution.Timeout.Duration; t > 30*time.Second {
 			errs = append(errs, field.Invalid(s.Child("dnsResolution", "timeout"), t.String(), "must be at most 30s"))
 		}
-		if len(ks.DNSSuffixes) == 0 && len(ks.DNSPatterns) == 0 {
+		if !extraNames {
 			warns = append(warns, "approver.kubeletServing.dnsResolution is enabled but no dnsSuffixes or dnsPatterns are set, so no name is ever resolved")
 		}
-	}
-	if a.NodeClient.OnInvalid == string(approver.LeavePending) || a.NodeClient.OnUnauthorized == string(approver.LeavePending) {
-		warns = append(warns, "approver.nodeClient leaves some client CSRs pending: make sure another approver decides them")
+	case extraNames:
+		warns = append(warns, "approver.kubeletServing admits names by dnsSuffixes or dnsPatterns without dnsResolution: any node may get a certificate for such a name that no other Node lists; enable dnsResolution to tie each name to the node's IPs")
 	}
 	return errs, warns
+}
+
+// parseCIDR reads an address range as the approver compares it: request
+// addresses are canonical, IPv4 in IPv4 form, so an IPv4-mapped IPv6 range
+// would never match anything.
+func parseCIDR(cidr string) (netip.Prefix, error) {
+	pr, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return pr, fmt.Errorf("must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32")
+	}
+	if pr.Addr().Is4In6() {
+		return pr, fmt.Errorf("is an IPv4-mapped IPv6 range; write it in IPv4 form, such as %s", netip.PrefixFrom(pr.Addr().Unmap(), max(pr.Bits()-96, 0)))
+	}
+	return pr.Masked(), nil
 }
 
 func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []string) {
@@ -179,7 +221,7 @@ func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []str
 	return errs, warns
 }
 
-func validateCleaner(c *Cleaner, p *field.Path) field.ErrorList {
+func validateCleaner(c *Cleaner, grace time.Duration, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	for _, f := range []struct {
 		name string
@@ -190,13 +232,16 @@ func validateCleaner(c *Cleaner, p *field.Path) field.ErrorList {
 		{"deleteFailedAfter", c.DeleteFailedAfter.Duration},
 		{"deletePendingAfter", c.DeletePendingAfter.Duration},
 		{"deleteApprovedUnissuedAfter", c.DeleteApprovedUnissuedAfter.Duration},
-		{"interval", c.Interval.Duration},
 	} {
-		errs = append(errs, positive(p.Child(f.name), f.d, 0)...)
+		errs = append(errs, positiveDuration(p.Child(f.name), f.d, 0)...)
 	}
+	errs = append(errs, positiveDuration(p.Child("interval"), c.Interval.Duration, time.Second)...)
 	if c.DeletePendingAfter.Duration > 0 && c.DeletePendingAfter.Duration < 15*time.Minute {
 		errs = append(errs, field.Invalid(p.Child("deletePendingAfter"), c.DeletePendingAfter.Duration.String(),
 			"must be at least 15m: a kubelet waits 15 minutes for a pending CSR"))
+	} else if c.DeletePendingAfter.Duration < grace {
+		errs = append(errs, field.Invalid(p.Child("deletePendingAfter"), c.DeletePendingAfter.Duration.String(),
+			"must be at least approver.gracePeriod ("+grace.String()+"): the approver still retries a pending CSR that long"))
 	}
 	return errs
 }
@@ -222,7 +267,7 @@ func validateManager(m *Manager, p *field.Path) field.ErrorList {
 	for _, msg := range validation.IsDNS1123Subdomain(le.LeaseName) {
 		errs = append(errs, field.Invalid(lp.Child("leaseName"), le.LeaseName, msg))
 	}
-	errs = append(errs, positive(lp.Child("retryPeriod"), le.RetryPeriod.Duration, 0)...)
+	errs = append(errs, positiveDuration(lp.Child("retryPeriod"), le.RetryPeriod.Duration, 0)...)
 	// client-go's leader elector refuses these combinations at run time;
 	// say so at start with the field that is wrong.
 	if le.RenewDeadline.Duration <= le.RetryPeriod.Duration*6/5 {
@@ -234,8 +279,8 @@ func validateManager(m *Manager, p *field.Path) field.ErrorList {
 	return errs
 }
 
-// positive requires d > 0 and, when floor > 0, d >= floor.
-func positive(p *field.Path, d, floor time.Duration) field.ErrorList {
+// positiveDuration requires d > 0 and, when floor > 0, d >= floor.
+func positiveDuration(p *field.Path, d, floor time.Duration) field.ErrorList {
 	if d <= 0 {
 		return field.ErrorList{field.Invalid(p, d.String(), "must be greater than 0")}
 	}
@@ -250,7 +295,9 @@ func compilePattern(pattern string) (*regexp.Regexp, error) {
 	if pattern == "" {
 		return nil, fmt.Errorf("must not be empty")
 	}
-	return regexp.Compile(`^(?:` + pattern + `)$`)
+	// Names are compared case-folded: a pattern written with capitals means
+	// the same names in lower case.
+	return regexp.Compile(`(?i)^(?:` + pattern + `)$`)
 }
 
 // canonicalSuffix folds a configured DNS suffix: lower case, no leading or

@@ -60,18 +60,22 @@ type ApproverReconciler struct {
 	queues   *queueDepth
 	verified *recentSet // shared with the signer; may be nil
 	allowed  authzCache
+	// dryRunSeen remembers the dry-run outcomes already reported.
+	dryRunSeen *recentSet
 }
 
 // SetupWithManager registers the reconciler. It watches kubelet CSRs and,
 // when the policy reads Nodes, Nodes whose addresses change, so that a CSR
 // waiting for its Node is decided as soon as the Node is there.
 func (r *ApproverReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Options.DryRun && r.dryRunSeen == nil {
+		r.dryRunSeen = newRecentSet(4096)
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
 		WithOptions(controllerOptions(mgr, "csr-approver", r.Options.Workers, r.queues)).
 		Watches(&certificatesv1.CertificateSigningRequest{}, &csrHandler{r: r})
-	p := &r.Options.Policy
-	if p.Serving.Enabled || (p.NodeClient.Enabled && !p.NodeClient.AllowBootstrapForExistingNode) {
+	if approver.ReadsNodes(&r.Options.Policy) {
 		b = b.Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.waitingOnNode), builder.WithPredicates(nodeAddressesChanged()))
 	}
 	return b.Complete(r)
@@ -110,11 +114,11 @@ func (r *ApproverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if plan.Node != "" && (d.Verdict == approver.Deny || d.Verdict == approver.Retry) {
-		// The Node came from a cache that may lag the kubelet's own status
-		// update by a moment: confirm with the API server before a denial
-		// becomes final.
-		if err := r.gatherNode(ctx, in, plan, facts, r.Live); err != nil {
+	if d.ConfirmNode {
+		// The decision rests on Nodes read from a cache that may lag the
+		// kubelets' own status updates by a moment: read them from the API
+		// server before it becomes final.
+		if err := r.confirmNodes(ctx, in, plan, facts); err != nil {
 			return ctrl.Result{}, err
 		}
 		if d, err = r.decide(ctx, in, plan, facts); err != nil {
@@ -144,18 +148,71 @@ func (r *ApproverReconciler) decide(ctx context.Context, in *approver.Request, p
 // Node) can answer; the SubjectAccessReview comes later, if still needed.
 func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts, reader client.Reader) error {
 	if plan.Siblings {
-		csrs, err := csrsOfNode(ctx, r.Client, in.NodeName)
+		csrs, err := siblingsOf(ctx, r.Client, in.CSR, in.NodeName)
 		if err != nil {
-			return fmt.Errorf("list CSRs of node %q: %w", in.NodeName, err)
+			return err
 		}
-		key := approver.SiblingKey(in.CSR, in.NodeName)
 		for i := range csrs {
-			if approver.SiblingKey(&csrs[i], in.NodeName) == key {
-				f.Siblings = append(f.Siblings, approver.SiblingOf(&csrs[i]))
+			s := approver.SiblingOf(&csrs[i])
+			if r.Options.DryRun && s.State.Pending() {
+				continue // pending because a dry run decides nothing: not a flood
 			}
+			f.Siblings = append(f.Siblings, s)
+		}
+	}
+	if plan.Claimants {
+		if err := r.gatherClaimants(ctx, in, f); err != nil {
+			return err
 		}
 	}
 	return r.gatherNode(ctx, in, plan, f, reader)
+}
+
+// gatherClaimants finds, through the cache's address index, the other Nodes
+// that list a SAN of the request.
+func (r *ApproverReconciler) gatherClaimants(ctx context.Context, in *approver.Request, f *approver.Facts) error {
+	var others []*corev1.Node
+	for _, key := range approver.SANKeys(in) {
+		nodes, err := nodesListing(ctx, r.Client, key, in.NodeName)
+		if err != nil {
+			return fmt.Errorf("list Nodes with address %s: %w", key, err)
+		}
+		others = append(others, nodes...)
+	}
+	f.Claimants = approver.ClaimantsOf(in, others)
+	return nil
+}
+
+// confirmNodes reads from the API server the Node and the other Nodes the
+// cache said list the request's SANs. (A Node that claimed an address a
+// moment ago and is not in the cache yet is not looked for: that would
+// mean listing every Node.)
+func (r *ApproverReconciler) confirmNodes(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts) error {
+	if err := r.gatherNode(ctx, in, plan, f, r.Live); err != nil {
+		return err
+	}
+	var others []*corev1.Node
+	seen := map[string]bool{}
+	for _, names := range f.Claimants {
+		for _, name := range names {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			n := &corev1.Node{}
+			switch err := r.Live.Get(ctx, client.ObjectKey{Name: name}, n); {
+			case apierrors.IsNotFound(err):
+			case err != nil:
+				return fmt.Errorf("get node %q: %w", name, err)
+			default:
+				others = append(others, n)
+			}
+		}
+	}
+	if f.Claimants != nil {
+		f.Claimants = approver.ClaimantsOf(in, others)
+	}
+	return nil
 }
 
 // gatherNode reads the Node and, when needed, resolves DNS names.
@@ -226,68 +283,100 @@ func Resolve(ctx context.Context, resolver Resolver, timeout time.Duration, name
 
 // act carries a decision out: the condition, the Event, the metrics.
 func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, in *approver.Request, d approver.Decision, now time.Time) (ctrl.Result, error) {
-	signer := csr.Spec.SignerName
-	logger := log.FromContext(ctx)
-	// Every line names the CSR, its node and signer, the requester and the
-	// decision; passed per line rather than with WithValues, which copies.
-	logDecision := func(msg string, v int) {
-		logger.V(v).Info(msg, "csr", csr.Name, "signer", signer, "node", in.NodeName, "requester", csr.Spec.Username,
-			"reason", d.Reason, "message", d.Message, "retryAfter", d.RetryAfter)
-	}
-	mode := "enforce"
-	if r.Options.DryRun {
-		mode = "dryRun"
-	}
-	count := func(verdict string) { r.Metrics.Decisions.WithLabelValues(signer, verdict, d.Reason, mode).Inc() }
-
+	o := outcome{r: r, ctx: ctx, csr: csr, in: in, d: d}
 	switch d.Verdict {
 	case approver.Ignore:
 		if d.Reason == approver.ReasonLeftPending {
-			count("ignore")
+			o.count("ignore")
 			r.event(csr, corev1.EventTypeNormal, EventLeftPending, d)
-			logDecision("left pending", 0)
+			o.log("left pending", 0)
 		}
 		return ctrl.Result{}, nil
 	case approver.Retry:
-		count("retry")
+		o.count("retry")
 		r.event(csr, corev1.EventTypeNormal, EventWaiting, d)
-		logDecision("waiting", 1)
+		o.log("waiting", 1)
 		return ctrl.Result{RequeueAfter: d.RetryAfter}, nil
 	}
-
-	verdict, condition, eventType, eventReason := "approve", certificatesv1.CertificateApproved, corev1.EventTypeNormal, EventApproved
-	if d.Verdict == approver.Deny {
-		verdict, condition, eventType, eventReason = "deny", certificatesv1.CertificateDenied, corev1.EventTypeWarning, EventDenied
-	}
 	if r.Options.DryRun {
-		count(verdict)
-		reason := EventWouldApprove
-		if d.Verdict == approver.Deny {
-			reason = EventWouldDeny
-		}
-		r.event(csr, eventType, reason, approver.Decision{Reason: d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + d.Message})
-		logDecision("dry run: would "+verdict, 0)
+		r.reportDryRun(o)
 		return ctrl.Result{}, nil
 	}
+	return ctrl.Result{}, r.writeDecision(o, now)
+}
 
+// outcome is one decision about one CSR, for the log and the metrics.
+type outcome struct {
+	r   *ApproverReconciler
+	ctx context.Context
+	csr *certificatesv1.CertificateSigningRequest
+	in  *approver.Request
+	d   approver.Decision
+}
+
+// log writes a line naming the CSR, its node and signer, the requester and
+// the decision (passed per line rather than with WithValues, which copies).
+func (o outcome) log(msg string, v int) {
+	log.FromContext(o.ctx).V(v).Info(msg, "csr", o.csr.Name, "signer", o.csr.Spec.SignerName, "node", o.in.NodeName,
+		"requester", o.csr.Spec.Username, "reason", o.d.Reason, "message", o.d.Message, "retryAfter", o.d.RetryAfter)
+}
+
+func (o outcome) count(verdict string) {
+	mode := "enforce"
+	if o.r.Options.DryRun {
+		mode = "dryRun"
+	}
+	o.r.Metrics.Decisions.WithLabelValues(o.csr.Spec.SignerName, verdict, o.d.Reason, mode).Inc()
+}
+
+// verdict names an Approve or Deny for metrics, with its condition and
+// Event.
+func (o outcome) verdict() (name string, condition certificatesv1.RequestConditionType, eventType, eventReason string) {
+	if o.d.Verdict == approver.Deny {
+		return "deny", certificatesv1.CertificateDenied, corev1.EventTypeWarning, EventDenied
+	}
+	return "approve", certificatesv1.CertificateApproved, corev1.EventTypeNormal, EventApproved
+}
+
+// reportDryRun reports what would be written, once per CSR and outcome: a
+// dry run leaves the CSR pending, so it comes back at every resync.
+func (r *ApproverReconciler) reportDryRun(o outcome) {
+	verdict, _, eventType, _ := o.verdict()
+	if !r.dryRunSeen.add([]byte(string(o.csr.UID) + "\x00" + verdict + "\x00" + o.d.Reason)) {
+		return
+	}
+	o.count(verdict)
+	reason := EventWouldApprove
+	if o.d.Verdict == approver.Deny {
+		reason = EventWouldDeny
+	}
+	r.event(o.csr, eventType, reason, approver.Decision{Reason: o.d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + o.d.Message})
+	o.log("dry run: would "+verdict, 0)
+}
+
+// writeDecision writes the Approved or Denied condition through the
+// approval subresource.
+func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) error {
+	verdict, condition, eventType, eventReason := o.verdict()
+	csr := o.csr
 	rv := csr.ResourceVersion
 	updated := csr.DeepCopy()
-	appendCondition(updated, condition, d.Reason, d.Message, now)
-	if err := r.Client.SubResource("approval").Update(ctx, updated); err != nil {
+	appendCondition(updated, condition, o.d.Reason, o.d.Message, now)
+	if err := r.Client.SubResource("approval").Update(o.ctx, updated); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			// Someone changed or deleted the CSR since the cache saw it; the
 			// change's own event brings the CSR back if it still matters.
-			logger.V(1).Info("CSR changed before the decision was written", "csr", csr.Name, "error", err.Error())
-			return ctrl.Result{}, nil
+			log.FromContext(o.ctx).V(1).Info("CSR changed before the decision was written", "csr", csr.Name, "error", err.Error())
+			return nil
 		}
-		return ctrl.Result{}, fmt.Errorf("write %s condition: %w", condition, err)
+		return fmt.Errorf("write %s condition: %w", condition, err)
 	}
 	r.guard.wrote(csr, rv, now)
-	count(verdict)
-	r.Metrics.DecisionLatency.WithLabelValues(signer, verdict).Observe(since(csr.CreationTimestamp.Time, now))
-	r.event(csr, eventType, eventReason, d)
-	logDecision(string(condition), 0)
-	return ctrl.Result{}, nil
+	o.count(verdict)
+	r.Metrics.DecisionLatency.WithLabelValues(csr.Spec.SignerName, verdict).Observe(since(csr.CreationTimestamp.Time, now))
+	r.event(csr, eventType, eventReason, o.d)
+	o.log(string(condition), 0)
+	return nil
 }
 
 func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, typ, reason string, d approver.Decision) {

@@ -13,6 +13,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -73,12 +74,43 @@ func TestServingCSRNamingAnotherNodesIPIsDenied(t *testing.T) {
 	c := h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, ips("10.2.0.1", "10.2.0.2")), "deny-other-ip"))
 	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
 	d := conditionOf(got, certificatesv1.CertificateDenied)
-	if d.Reason != approver.ReasonSANNotOwnedByNode || !strings.Contains(d.Message, "10.2.0.2") || !strings.Contains(d.Message, "ipCIDRs") {
+	if d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, "10.2.0.2") || !strings.Contains(d.Message, `Node "deny-2"`) {
+		t.Errorf("want SANOwnedByOtherNode naming the address and its node, got %s: %s", d.Reason, d.Message)
+	}
+	h.waitForEvent(c.Name, "Warning Denied: SANOwnedByOtherNode")
+	// An address no Node lists is not the node's either; the message names
+	// the setting that would allow it.
+	c = h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, ips("10.2.0.1", "10.2.0.3")), "deny-unlisted-ip"))
+	got = h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANNotOwnedByNode || !strings.Contains(d.Message, "10.2.0.3") || !strings.Contains(d.Message, "ipCIDRs") {
 		t.Errorf("want SANNotOwnedByNode naming the address and the setting, got %s: %s", d.Reason, d.Message)
 	}
-	h.waitForEvent(c.Name, "Warning Denied: SANNotOwnedByNode")
 	if issued(got) {
 		t.Error("a denied CSR got a certificate")
+	}
+}
+
+// A kubelet writes its own Node's status: a node that adds another node's
+// address to it still does not get a certificate for that address.
+func TestServingCSRForAnAddressAnotherNodeListsIsDenied(t *testing.T) {
+	h := start(t, nil)
+	h.registerNode("victim-1", "10.2.1.2", "victim-1.example.com")
+	h.registerNode("liar-1", "10.2.1.1", "10.2.1.2", "Victim-1.Example.com")
+	ip := h.create(asNode("liar-1"), named(pki.Serving("liar-1", nil, ips("10.2.1.1", "::ffff:10.2.1.2")), "liar-ip"))
+	dns := h.create(asNode("liar-1"), named(pki.Serving("liar-1", []string{"victim-1.example.com."}, nil), "liar-dns"))
+	for _, c := range []*certificatesv1.CertificateSigningRequest{ip, dns} {
+		got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+		if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, `Node "victim-1"`) {
+			t.Errorf("%s: want SANOwnedByOtherNode naming victim-1, got %s: %s", c.Name, d.Reason, d.Message)
+		}
+	}
+	// Which of two Nodes owns an address cannot be told, so the victim's own
+	// request is refused too, naming the other Node: fail closed, and point
+	// the operator at the node to look at.
+	own := h.create(asNode("victim-1"), named(pki.Serving("victim-1", nil, ips("10.2.1.2")), "victim-own"))
+	got := h.waitFor(own.Name, "denied", condition(certificatesv1.CertificateDenied))
+	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, `Node "liar-1"`) {
+		t.Errorf("want SANOwnedByOtherNode naming liar-1, got %s: %s", d.Reason, d.Message)
 	}
 }
 
@@ -204,8 +236,19 @@ func TestDryRunWritesNothing(t *testing.T) {
 			t.Errorf("dry run wrote to %s: %s", n, describe(got))
 		}
 	}
-	if got := h.counter("kubelet_csr_controller_decisions_total", map[string]string{"verdict": "deny", "reason": "SANNotOwnedByNode", "mode": "dryRun"}); got != 1 {
-		t.Errorf("decisions_total{deny, dryRun} = %v, want 1", got)
+	// The CSR stays pending and comes back at every change: it is reported
+	// once. (A later CSR's report shows the change was seen first.)
+	patch := []byte(`{"metadata":{"labels":{"touched":"yes"}}}`)
+	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().Patch(context.Background(), bad.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	later := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, ips("10.7.0.8")), "dry-bad-later"))
+	h.waitForEvent(later.Name, "Warning WouldDeny: SANNotOwnedByNode: Dry run, nothing written: would deny.")
+	if got := h.counter("kubelet_csr_controller_decisions_total", map[string]string{"verdict": "deny", "reason": "SANNotOwnedByNode", "mode": "dryRun"}); got != 2 {
+		t.Errorf("decisions_total{deny, dryRun} = %v, want 2: each CSR counted once", got)
+	}
+	if n := h.countEvents(bad.Name, controllers.EventWouldDeny); n != 1 {
+		t.Errorf("%d WouldDeny Events for %s, want 1", n, bad.Name)
 	}
 }
 

@@ -101,18 +101,11 @@ func (h *csrHandler) siblings(ctx context.Context, csr *certificatesv1.Certifica
 	if node == "" {
 		return nil
 	}
-	csrs, err := csrsOfNode(ctx, h.r.Client, node)
+	csrs, err := siblingsOf(ctx, h.r.Client, csr, node)
 	if err != nil {
 		return nil
 	}
-	key := approver.SiblingKey(csr, node)
-	out := csrs[:0]
-	for i := range csrs {
-		if approver.SiblingKey(&csrs[i], node) == key {
-			out = append(out, csrs[i])
-		}
-	}
-	return out
+	return csrs
 }
 
 // add enqueues csr with a priority when the queue supports priorities.

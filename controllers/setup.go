@@ -61,8 +61,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := m.Register(o.Registry); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	if err := IndexFields(ctx, mgr.GetFieldIndexer()); err != nil {
-		return fmt.Errorf("index CSRs by node: %w", err)
+	if err := IndexFields(ctx, mgr.GetFieldIndexer(), &o.Approver.Policy); err != nil {
+		return err
 	}
 	eventsClient, err := eventsclient.NewForConfig(mgr.GetConfig())
 	if err != nil {

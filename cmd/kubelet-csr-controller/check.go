@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -19,14 +21,17 @@ import (
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
 )
 
-const checkUsage = `Usage: kubelet-csr-controller check --config FILE [--node node.yaml] [--authorized=false] csr.yaml
+const checkUsage = `Usage: kubelet-csr-controller check --config FILE [--node nodes.yaml]... [--authorized=false] csr.yaml
 
 Decides one CSR with the policy of FILE, without a cluster, and prints the
 decision. csr.yaml is a CertificateSigningRequest as "kubectl get csr NAME -o
-yaml" prints it; node.yaml the Node its CommonName names ("kubectl get node
-NAME -o yaml"), without which the Node counts as not registered. Client CSRs
-need a SubjectAccessReview that only a cluster can answer: --authorized says
-what to assume. DNS names are resolved for real when the policy asks for it.
+yaml" prints it. Each --node file holds a Node or a list of them ("kubectl
+get node NAME -o yaml", "kubectl get nodes -o yaml"): the one the CSR's
+CommonName names is its Node, without which the Node counts as not
+registered; the others are checked for the request's names and addresses.
+Client CSRs need a SubjectAccessReview that only a cluster can answer:
+--authorized says what to assume. DNS names are resolved for real when the
+policy asks for it.
 
 Exit status: 0 approve, 3 anything else (deny, retry, leave pending), 1 or 2
 errors.
@@ -37,7 +42,11 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	fs.SetOutput(out)
 	fs.Usage = func() { fmt.Fprint(out, checkUsage) }
 	configFile := fs.String("config", "", "configuration file")
-	nodeFile := fs.String("node", "", "Node YAML")
+	var nodeFiles []string
+	fs.Func("node", "Node or node list YAML (repeatable)", func(path string) error {
+		nodeFiles = append(nodeFiles, path)
+		return nil
+	})
 	authorized := fs.Bool("authorized", true, "assume the requester holds the nodeclient/selfnodeclient permission")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -60,15 +69,21 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	in := approver.Read(csr)
 	plan := approver.PlanFor(in, &policy)
 	facts := &approver.Facts{Now: time.Now()}
-	if plan.Node != "" && *nodeFile != "" {
-		node := &corev1.Node{}
-		if err := readYAML(*nodeFile, node); err != nil {
+	var nodes []*corev1.Node
+	for _, path := range nodeFiles {
+		read, err := readNodes(path)
+		if err != nil {
 			return err
 		}
-		if node.Name != plan.Node {
-			return &usageError{msg: fmt.Sprintf("the CSR names node %q but %s holds node %q", plan.Node, *nodeFile, node.Name)}
+		nodes = append(nodes, read...)
+	}
+	if plan.Node != "" {
+		if i := slices.IndexFunc(nodes, func(n *corev1.Node) bool { return n.Name == plan.Node }); i >= 0 {
+			facts.Node = nodes[i]
 		}
-		facts.Node = node
+	}
+	if plan.Claimants {
+		facts.Claimants = approver.ClaimantsOf(in, nodes)
 	}
 	if plan.Permission != nil {
 		facts.Authorization = &approver.Authorization{Allowed: *authorized, Reason: "assumed by --authorized"}
@@ -83,6 +98,32 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 		return &notApprovedError{verdict: d.Verdict.String() + " (" + d.Reason + ")"}
 	}
 	return nil
+}
+
+// readNodes reads a Node or a list of Nodes.
+func readNodes(path string) ([]*corev1.Node, error) {
+	var list struct {
+		Kind  string        `json:"kind"`
+		Items []corev1.Node `json:"items"`
+	}
+	if err := readYAML(path, &list); err != nil {
+		return nil, err
+	}
+	if strings.HasSuffix(list.Kind, "List") {
+		nodes := make([]*corev1.Node, len(list.Items))
+		for i := range list.Items {
+			nodes[i] = &list.Items[i]
+		}
+		return nodes, nil
+	}
+	n := &corev1.Node{}
+	if err := readYAML(path, n); err != nil {
+		return nil, err
+	}
+	if n.Name == "" {
+		return nil, &usageError{msg: path + " holds no Node (no metadata.name)"}
+	}
+	return []*corev1.Node{n}, nil
 }
 
 func readYAML(path string, into any) error {

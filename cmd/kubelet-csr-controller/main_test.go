@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -24,6 +25,14 @@ import (
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
+
+// TestMain installs the process-wide loggers before any test starts a client:
+// klog's logger is read without a lock, so run() setting it while another
+// test's client logs would race.
+func TestMain(m *testing.M) {
+	installGlobalLogger(logr.Discard())
+	os.Exit(m.Run())
+}
 
 func TestConfigWithThreeMistakesExitsWithThreeFieldPathErrors(t *testing.T) {
 	t.Parallel()
@@ -123,6 +132,11 @@ func TestManagerLeadsServesProbesAndMetrics(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(c.Admin)
 	var lease *coordinationv1.Lease
 	poll(t, "the Lease is held", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned before taking the Lease: %v", err)
+		default:
+		}
 		lease, err = cs.CoordinationV1().Leases("kube-system").Get(ctx, "kubelet-csr-controller", metav1.GetOptions{})
 		return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != ""
 	})
@@ -189,6 +203,21 @@ status:
 	err = runCheck(context.Background(), []string{good}, &out)
 	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   NodeNotFound") {
 		t.Errorf("without --node the Node counts as missing; got %v:\n%s", err, out.String())
+	}
+
+	// A node list in which n2 lists 10.0.0.1 too: n1's request for it is
+	// refused, whichever Node lied.
+	nodes := filepath.Join(dir, "nodes.yaml")
+	writeFile(t, nodes, `apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Node, metadata: {name: n1}, status: {addresses: [{type: InternalIP, address: 10.0.0.1}, {type: Hostname, address: n1}]}}
+- {apiVersion: v1, kind: Node, metadata: {name: n2}, status: {addresses: [{type: InternalIP, address: 10.0.0.1}, {type: Hostname, address: n2}]}}
+`)
+	out.Reset()
+	err = runCheck(context.Background(), []string{"--node", nodes, good}, &out)
+	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   SANOwnedByOtherNode") {
+		t.Errorf("want SANOwnedByOtherNode from a node list; got %v:\n%s", err, out.String())
 	}
 }
 

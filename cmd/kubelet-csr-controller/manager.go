@@ -13,7 +13,9 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -106,6 +108,10 @@ func newManager(ctx context.Context, f *flags, cfg *config.ControllerConfig) (ct
 		RenewDeadline:                 &le.RenewDeadline.Duration,
 		RetryPeriod:                   &le.RetryPeriod.Duration,
 		Cache:                         controllers.CacheOptions(),
+		// controller-runtime refuses a controller name already used in this
+		// process. Ours are fixed and registered once per manager; the check
+		// would only stop a second manager in the same process (the tests).
+		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		if f.leaderElect && f.leaderElectionNamespace == "" {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
@@ -89,8 +90,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return &usageError{msg: err.Error()}
 	}
-	ctrl.SetLogger(logger)
-	klog.SetLogger(logger)
+	installGlobalLogger(logger)
 
 	// Configuration first: a bad file exits before anything touches the
 	// cluster.
@@ -111,6 +111,18 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// globalLogger guards the process-wide loggers of controller-runtime and
+// klog: the first run installs them (tests call run several times in one
+// process, and other goroutines read them without a lock).
+var globalLogger sync.Once
+
+func installGlobalLogger(logger logr.Logger) {
+	globalLogger.Do(func() {
+		ctrl.SetLogger(logger)
+		klog.SetLogger(logger)
+	})
 }
 
 // newLogger builds the zap logger behind logr: JSON by default, no stack

@@ -85,6 +85,9 @@ func main() {
 }
 
 func run(ctx context.Context, o *options, out io.Writer) error {
+	if o.n < 1 || o.n > 65536 || o.repeat > 100 {
+		return fmt.Errorf("-n must be between 1 and 65536 and -repeat at most 100 (serving nodes get addresses 10.(100+round).x.y)")
+	}
 	var err error
 	if o.assets, err = cluster.AssetsDir(); err != nil {
 		return err
@@ -185,7 +188,7 @@ func runContender(ctx context.Context, ct contender, o *options, out io.Writer) 
 	prepare := []func(round int) (*workload, error){
 		func(round int) (*workload, error) { return clientBurst(fmt.Sprintf("client%d", round), o.n, bootstrap) },
 		func(round int) (*workload, error) {
-			w, err := servingBurst(ctx, fmt.Sprintf("serving%d", round), o.n, c, admin)
+			w, err := servingBurst(ctx, round, o.n, c, admin)
 			if err == nil && !ct.approvesServing {
 				w.approve = admin
 			}

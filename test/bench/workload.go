@@ -66,14 +66,16 @@ func steady(prefix string, rate float64, d time.Duration, bootstrap kubernetes.I
 	return w, nil
 }
 
-// servingBurst registers n Nodes and prepares one serving CSR for each,
-// filed by the node itself.
-func servingBurst(ctx context.Context, prefix string, n int, c *cluster.Cluster, admin kubernetes.Interface) (*workload, error) {
+// servingBurst registers n Nodes (at most 65536) and prepares one serving
+// CSR for each, filed by the node itself. Each round's Nodes have addresses
+// of their own: an address two Nodes list is refused to both.
+func servingBurst(ctx context.Context, round, n int, c *cluster.Cluster, admin kubernetes.Interface) (*workload, error) {
 	w := &workload{name: "serving burst", creators: 16}
 	clients := make([]kubernetes.Interface, n)
+	prefix := fmt.Sprintf("serving%d", round)
 	for i := range n {
 		node := fmt.Sprintf("%s-node-%d", prefix, i)
-		ip := fmt.Sprintf("10.%d.%d.%d", 100+i/65536, (i/256)%256, i%256)
+		ip := fmt.Sprintf("10.%d.%d.%d", 100+round, (i/256)%256, i%256)
 		if err := registerNode(ctx, admin, node, ip); err != nil {
 			return nil, err
 		}

@@ -151,7 +151,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		case s.Denied:
 			counts["denied"]++
 			d := condition(csr, certificatesv1.CertificateDenied)
-			if node != liar.Name() || csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || d.Reason != approver.ReasonSANNotOwnedByNode {
+			if node != liar.Name() || csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || d.Reason != approver.ReasonSANOwnedByOtherNode {
 				t.Errorf("%s (node %s, %s) denied: %s: %s", csr.Name, node, csr.Spec.SignerName, d.Reason, d.Message)
 			}
 		default:

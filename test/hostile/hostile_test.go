@@ -11,8 +11,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,7 +70,10 @@ type entry struct {
 	// approve has an administrator approve it first, so that it reaches the
 	// signer without the approver's checks.
 	approve bool
-	want    outcome
+	// alsoLists adds addresses to the status of the node of a serving case,
+	// as a kubelet may write anything there.
+	alsoLists []string
+	want      outcome
 	// check, when set, looks at the issued CSR further.
 	check func(t *testing.T, csr *certificatesv1.CertificateSigningRequest)
 }
@@ -113,7 +118,7 @@ func TestHostileRequests(t *testing.T) {
 				}
 				t.Run(e.name, func(t *testing.T) {
 					t.Parallel()
-					run(ctx, t, c, fmt.Sprintf("hostile-%02d", i), e)
+					run(ctx, t, c, i, e)
 				})
 			}
 		})
@@ -121,17 +126,23 @@ func TestHostileRequests(t *testing.T) {
 	stop()
 }
 
-// run files one request and checks its outcome. Serving requests name a
-// node of their own, registered with the addresses of n1; client requests a
+// run files case i and checks its outcome. Serving requests name a node of
+// their own, registered with addresses of its own in place of n1's (two
+// Nodes listing one address would both be refused it); client requests a
 // node name of their own.
-func run(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, e entry) {
+func run(ctx context.Context, t *testing.T, c *cluster.Cluster, i int, e entry) {
+	name := fmt.Sprintf("hostile-%02d", i)
 	node := name
+	own := n1Local(i, node)
 	if e.as == "node" {
-		if err := c.RegisterNode(ctx, node, n1Addresses...); err != nil {
+		addrs := append(slices.Collect(maps.Values(own)), e.alsoLists...)
+		slices.Sort(addrs)
+		if err := c.RegisterNode(ctx, node, addrs...); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p := e.csr(t, node)
+	localize(&p.Request, own)
 	p.Name = name
 	created, err := cluster.CreateCSR(ctx, identity(c, e.as, node), p)
 	if e.want.kind == "rejected" {
@@ -211,8 +222,37 @@ func run(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, e e
 	}
 }
 
-// n1Addresses are the addresses of the nodes serving cases ask for.
-var n1Addresses = []string{"10.0.0.1", "fd00::1", "n1.example.com", "xn--bcher-kva.example"}
+// The corpus writes a serving case's own addresses as n1's: 10.0.0.1,
+// fd00::1, n1.example.com, xn--bcher-kva.example.
+
+// n1Local maps n1's addresses to case i's own.
+func n1Local(i int, node string) map[string]string {
+	return map[string]string{
+		"10.0.0.1":              fmt.Sprintf("10.1.%d.1", i),
+		"fd00::1":               fmt.Sprintf("fd00::%x:1", i+1),
+		"n1.example.com":        node + ".example.com",
+		"xn--bcher-kva.example": "xn--bcher-kva." + node + ".example",
+	}
+}
+
+// localize rewrites n1's addresses in a request as the case's own, keeping
+// the spelling around them (case, trailing dots, prefixes).
+func localize(r *pki.Request, own map[string]string) {
+	for i, ip := range r.IPAddresses {
+		for from, to := range own {
+			if a := net.ParseIP(from); a != nil && a.Equal(ip) {
+				r.IPAddresses[i] = net.ParseIP(to)
+			}
+		}
+	}
+	for i, name := range r.DNSNames {
+		for from, to := range own {
+			if j := strings.Index(strings.ToLower(name), from); j >= 0 && net.ParseIP(from) == nil {
+				r.DNSNames[i] = name[:j] + to + name[j+len(from):]
+			}
+		}
+	}
+}
 
 // decided reports a CSR the controllers are done with.
 func decided(csr *certificatesv1.CertificateSigningRequest) bool {
@@ -377,9 +417,12 @@ func corpus(t *testing.T) []entry {
 		// Serving certificates.
 		{name: "a serving request from someone who is not the node is denied", as: "admin", want: denied(approver.ReasonRequesterNotNode),
 			csr: serving([]string{"n1.example.com"}, "10.0.0.1")},
-		{name: "another node's IP is denied", as: "node", want: denied(approver.ReasonSANNotOwnedByNode), csr: serving(nil, "10.0.0.1", "10.0.0.2")},
-		{name: "the IPv4-mapped IPv6 form of another node's IP is denied", as: "node", want: denied(approver.ReasonSANNotOwnedByNode), csr: serving(nil, "::ffff:10.0.0.2")},
-		{name: "another node's host name is denied", as: "node", want: denied(approver.ReasonSANNotOwnedByNode), csr: serving([]string{"n2.example.com"})},
+		{name: "another node's IP is denied", as: "node", want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving(nil, "10.0.0.1", "10.0.0.2")},
+		{name: "the IPv4-mapped IPv6 form of another node's IP is denied", as: "node", want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving(nil, "::ffff:10.0.0.2")},
+		{name: "another node's host name is denied", as: "node", want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving([]string{"N2.example.com."})},
+		{name: "another node's IP is denied though the node lists it too", as: "node", alsoLists: []string{"10.0.0.2"}, want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving(nil, "10.0.0.2")},
+		{name: "another node's host name is denied though the node lists it too", as: "node", alsoLists: []string{"n2.example.com"}, want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving([]string{"n2.example.com"})},
+		{name: "an IP no node lists is denied", as: "node", want: denied(approver.ReasonSANNotOwnedByNode), csr: serving(nil, "10.0.0.77")},
 		{name: "a punycode name the node does not have is denied", as: "node", want: denied(approver.ReasonSANNotOwnedByNode), csr: serving([]string{"xn--mnchen-3ya.example"})},
 		{name: "a punycode name the node has is issued", as: "node", want: issuedOK, csr: serving([]string{"xn--bcher-kva.example"})},
 		{name: "upper case and a trailing dot match the node's host name", as: "node", want: issuedOK, csr: serving([]string{"N1.EXAMPLE.COM."}, "fd00:0:0:0::1")},
