@@ -111,10 +111,18 @@ func TestCleanerDeletesWhatIsDue(t *testing.T) {
 
 	ahead.Store(int64(25 * time.Hour))
 	waitUntil(t, "the pending CSR is deleted", func() bool { return !h.exists(pending.Name) })
-	if got := h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": controllers.RulePending}); got != 1 {
+	// The counter moves just after the DELETE returns, so a watcher can see
+	// the CSR gone a moment before it is counted.
+	cleaned := func(rule string) float64 {
+		return h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": rule})
+	}
+	waitUntil(t, "the deletions are counted", func() bool {
+		return cleaned(controllers.RulePending) >= 1 && cleaned(controllers.RuleDenied) >= 2
+	})
+	if got := cleaned(controllers.RulePending); got != 1 {
 		t.Errorf("cleaned_total{Pending} = %v, want 1", got)
 	}
-	if got := h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": controllers.RuleDenied}); got != 2 {
+	if got := cleaned(controllers.RuleDenied); got != 2 {
 		t.Errorf("cleaned_total{Denied} = %v, want 2", got)
 	}
 	// The foreign CSR was created before the managed ones were deleted and

@@ -76,7 +76,14 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	for i, name := range good {
 		startNode(kubelet.Options{NodeName: name, Addresses: kubelet.Addresses(name, i+1)})
 	}
-	// node-a's address is 10.0.0.1; the liar claims it too.
+	// node-a's address is 10.0.0.1; the liar claims it too. It starts once
+	// node-a has registered: before that no Node lists the address, and the
+	// liar's CSR is denied as SANNotOwnedByNode instead.
+	cs := kubernetes.NewForConfigOrDie(c.Admin)
+	waitFor(ctx, t, time.Minute, "node-a registers its addresses", func() bool {
+		n, err := cs.CoreV1().Nodes().Get(ctx, good[0], metav1.GetOptions{})
+		return err == nil && len(n.Status.Addresses) > 0
+	})
 	liar := startNode(kubelet.Options{NodeName: "node-liar", Addresses: kubelet.Addresses("node-liar", 9), ExtraServingIPs: []net.IP{net.ParseIP("10.0.0.1")}})
 	late := startNode(kubelet.Options{NodeName: "node-late", Addresses: kubelet.Addresses("node-late", 8), RegisterDelay: 10 * time.Second})
 
@@ -93,7 +100,6 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 
 	// Stop the controller; kubelets keep filing CSRs as their certificates
 	// near expiry. Start it again once some are waiting.
-	cs := kubernetes.NewForConfigOrDie(c.Admin)
 	if err := ctrl.Stop(); err != nil {
 		t.Fatalf("stop the controller: %v", err)
 	}
