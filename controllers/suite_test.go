@@ -69,6 +69,8 @@ type harness struct {
 	registry *prometheus.Registry
 	caCert   string
 	caKey    string
+	// cache is the manager's: registerNode waits until it holds the Node.
+	cache client.Reader
 }
 
 // defaultOptions are the controllers' options of an empty configuration
@@ -146,6 +148,7 @@ func startIntercepted(t *testing.T, edit func(*controllers.Options), funcs *inte
 		t.Fatal("cache did not sync")
 	}
 	h.admin = env.AdminClientset()
+	h.cache = mgr.GetCache()
 	return h
 }
 
@@ -196,6 +199,16 @@ func (h *harness) registerNode(name string, addrs ...string) {
 	if err := env.RegisterNode(context.Background(), name, addrs...); err != nil {
 		h.t.Fatal(err)
 	}
+	// The controllers judge a CSR against the Nodes their cache has seen; a
+	// test that files one right after registering a Node waits for the
+	// watch, as a kubelet (which registers before it asks to serve) does.
+	waitUntil(h.t, "the cache has Node "+name+"'s addresses", func() bool {
+		var n corev1.Node
+		if err := h.cache.Get(context.Background(), client.ObjectKey{Name: name}, &n); err != nil {
+			return false
+		}
+		return len(n.Status.Addresses) == len(addrs)
+	})
 }
 
 // waitFor polls a CSR until cond holds, and returns it.

@@ -27,7 +27,9 @@ import (
 // chart's ServiceAccount. No kubelet runs, so no pod does either.
 func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Generous: the control plane, helm and the controller start here while
+	// other packages' API servers run beside it under -race.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	c, err := cluster.Start(ctx, cluster.Options{})
 	if err != nil {
