@@ -67,7 +67,7 @@ func startController(ctx context.Context, c *cluster.Cluster, o *options, cfg *c
 	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
 		return nil, err
 	}
-	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: o.binary, ConfigFile: cfgFile, ExtraArgs: o.controllerArgs})
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: o.binary, ConfigFile: cfgFile, ExtraArgs: o.controllerArgs, Env: o.controllerEnv})
 	if err != nil {
 		return nil, err
 	}

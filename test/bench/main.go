@@ -47,6 +47,7 @@ type options struct {
 	out            string
 	profileDir     string
 	controllerArgs []string
+	controllerEnv  []string
 }
 
 func main() {
@@ -73,6 +74,13 @@ func main() {
 	flag.IntVar(&o.memoryCached, "memory-cached", 10000, "issued CSRs in the cluster before the memory run's controller starts; 0 skips the memory run")
 	flag.StringVar(&o.only, "only", "", `run only contenders whose name contains this ("memory" for the memory run alone)`)
 	flag.StringVar(&o.out, "out", "_output/bench/results.jsonl", "JSON lines output")
+	flag.Func("controller-env", "KEY=VALUE added to kubelet-csr-controller's environment, e.g. GOMEMLIMIT=64MiB as the chart sets from a memory limit (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		o.controllerEnv = append(o.controllerEnv, v)
+		return nil
+	})
 	flag.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of kubelet-csr-controller, one per workload, into this directory")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

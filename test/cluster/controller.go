@@ -93,6 +93,8 @@ type ControllerOptions struct {
 	Log io.Writer
 	// ExtraArgs are appended to its flags.
 	ExtraArgs []string
+	// Env is added to its environment (GOMEMLIMIT=..., say).
+	Env []string
 	// Name tells processes apart in logs and file names.
 	Name string
 }
@@ -131,6 +133,9 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 		"--leader-election-namespace", "kube-system", "--log-format", "json",
 	}, o.ExtraArgs...)
 	p.Cmd = exec.Command(o.Binary, args...) //nolint:gosec // the test's own binary
+	if len(o.Env) > 0 {
+		p.Cmd.Env = append(os.Environ(), o.Env...)
+	}
 	out := o.Log
 	if out == nil {
 		p.LogFile = filepath.Join(c.Dir, o.Name+".log")
