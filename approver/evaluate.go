@@ -70,7 +70,6 @@ type Plan struct {
 // rules they must pass, and the permission their requester must hold. As in
 // kube-controller-manager, adding a kind of CSR is adding a row.
 type recognizer struct {
-	name string
 	// matches selects the requests of this row; the first row that matches
 	// decides.
 	matches func(r *Request) bool
@@ -87,26 +86,27 @@ type recognizer struct {
 // rule returns a decision (Deny) when the request breaks it, else nil.
 type rule func(r *Request, p *Policy) *Decision
 
+// clientRules are the shape of a kubelet client request, renewal or
+// bootstrap alike.
+var clientRules = []rule{ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages}
+
 var recognizers = []recognizer{
 	{
-		name: "selfnodeclient",
 		matches: func(r *Request) bool {
 			return r.Kind == KindNodeClient && r.CSR.Spec.Username == r.X509.Subject.CommonName
 		},
-		rules:      []rule{ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages},
+		rules:      clientRules,
 		permission: "selfnodeclient",
 		approved:   "Auto-approved kubelet client certificate renewal after SubjectAccessReview (selfnodeclient).",
 	},
 	{
-		name:       "nodeclient",
 		matches:    func(r *Request) bool { return r.Kind == KindNodeClient },
-		rules:      []rule{ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages},
+		rules:      clientRules,
 		permission: "nodeclient",
 		node:       checkBootstrapNode,
 		approved:   "Auto-approved kubelet bootstrap client certificate after SubjectAccessReview (nodeclient).",
 	},
 	{
-		name:    "kubelet-serving",
 		matches: func(r *Request) bool { return r.Kind == KindServing },
 		rules: []rule{ruleKey, ruleNodeCommonName, ruleRequesterIsNode, ruleRequesterInNodesGroup,
 			ruleOrganization, ruleServingUsages, ruleServingSANs},
@@ -123,12 +123,12 @@ func gate(r *Request, p *Policy) (*recognizer, *Decision) {
 		d := ignore(ReasonSignerNotHandled, fmt.Sprintf("Signer %q is not handled by this approver.", r.CSR.Spec.SignerName))
 		return nil, &d
 	case KindNodeClient:
-		if !p.NodeClient.Enabled {
+		if !p.Handles(r.Kind) {
 			d := ignore(ReasonApprovalDisabled, "Approval of kubelet client certificates is off (approver.nodeClient.enabled).")
 			return nil, &d
 		}
 	case KindServing:
-		if !p.Serving.Enabled {
+		if !p.Handles(r.Kind) {
 			d := ignore(ReasonApprovalDisabled, "Approval of kubelet serving certificates is off (approver.kubeletServing.enabled).")
 			return nil, &d
 		}
@@ -159,10 +159,16 @@ func gate(r *Request, p *Policy) (*recognizer, *Decision) {
 // onInvalid applies approver.nodeClient.onInvalid to a rejected client CSR.
 func onInvalid(r *Request, p *Policy, d Decision) *Decision {
 	if r.Kind == KindNodeClient && p.NodeClient.OnInvalid == LeavePending {
-		left := ignore(ReasonLeftPending, fmt.Sprintf("Would deny (%s): %s Left pending for another approver (approver.nodeClient.onInvalid).", d.Reason, d.Message))
-		return &left
+		return leftPending(d, "onInvalid")
 	}
 	return &d
+}
+
+// leftPending is the denial d not written, under the nodeClient setting
+// that says so, for another approver to decide.
+func leftPending(d Decision, setting string) *Decision {
+	left := ignore(ReasonLeftPending, fmt.Sprintf("Would deny (%s): %s Left pending for another approver (approver.nodeClient.%s).", d.Reason, d.Message, setting))
+	return &left
 }
 
 // PlanFor tells which facts Evaluate needs for r.
@@ -175,7 +181,7 @@ func PlanFor(r *Request, p *Policy) Plan {
 	if rec.permission != "" {
 		plan.Permission = permission(rec.permission)
 	}
-	if rec.node != nil && (r.Kind == KindServing || !p.NodeClient.AllowBootstrapForExistingNode) {
+	if readsNode(rec, r, p) {
 		plan.Node = r.NodeName
 	}
 	plan.ResolveDNS = r.Kind == KindServing && p.Serving.ResolveDNS && len(r.X509.DNSNames) > 0
@@ -203,13 +209,12 @@ func Evaluate(r *Request, f *Facts, p *Policy) Decision {
 	if d := checkSiblings(r, f, p); d != nil {
 		return *d
 	}
-	bootstrapChecked := false
-	if rec.node != nil && (r.Kind == KindServing || !p.NodeClient.AllowBootstrapForExistingNode) {
+	nodeRead := readsNode(rec, r, p)
+	if nodeRead {
 		if d := rec.node(r, f, p); d != nil {
 			d.ConfirmNode = d.Missing == FactNone
 			return *d
 		}
-		bootstrapChecked = r.Kind == KindNodeClient
 	}
 	if rec.permission != "" {
 		if d := checkAuthorization(r, f, p, rec.permission); d != nil {
@@ -217,8 +222,16 @@ func Evaluate(r *Request, f *Facts, p *Policy) Decision {
 		}
 	}
 	approved := approve(rec.approved)
-	approved.ConfirmNode = bootstrapChecked
+	// A bootstrap approval that rested on "no such Node" is confirmed live.
+	approved.ConfirmNode = nodeRead && r.Kind == KindNodeClient
 	return approved
+}
+
+// readsNode reports whether r's decision reads its Node under p: serving
+// requests always, bootstrap requests when existing nodes are refused (see
+// ReadsNodes, the same rule for a whole policy).
+func readsNode(rec *recognizer, r *Request, p *Policy) bool {
+	return rec.node != nil && (r.Kind == KindServing || !p.NodeClient.AllowBootstrapForExistingNode)
 }
 
 // checkSiblings applies the flood rules: a CSR with a sibling created
@@ -278,7 +291,7 @@ func checkAuthorization(r *Request, f *Facts, p *Policy, subresource string) *De
 	msg += "; grant it with RBAC as kubeadm does (ClusterRole system:certificates.k8s.io:certificatesigningrequests:" + subresource + ")."
 	d := deny(ReasonNotAuthorized, msg)
 	if p.NodeClient.OnUnauthorized == LeavePending {
-		d = ignore(ReasonLeftPending, "Would deny (NotAuthorized): "+msg+" Left pending for another approver (approver.nodeClient.onUnauthorized).")
+		return leftPending(d, "onUnauthorized")
 	}
 	return &d
 }

@@ -85,6 +85,17 @@ type KeyPolicy struct {
 	Ed25519     bool
 }
 
+// Handles reports whether p approves CSRs of kind k at all.
+func (p *Policy) Handles(k Kind) bool {
+	switch k {
+	case KindNodeClient:
+		return p.NodeClient.Enabled
+	case KindServing:
+		return p.Serving.Enabled
+	}
+	return false
+}
+
 // ReadsNodes reports whether decisions under p read Nodes: serving requests
 // are checked against their Node, and bootstrap requests against the
 // registered Nodes when existing nodes are refused.

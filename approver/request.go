@@ -203,8 +203,14 @@ func CommonName(pemBytes []byte) string {
 	if err != nil {
 		return ""
 	}
+	return CommonNameOfName(rest)
+}
+
+// CommonNameOfName returns the CommonName of a DER-encoded X.509 Name (a
+// request's or a certificate's subject), or "".
+func CommonNameOfName(der []byte) string {
 	var rdns pkix.RDNSequence
-	if _, err := asn1.Unmarshal(rest, &rdns); err != nil {
+	if _, err := asn1.Unmarshal(der, &rdns); err != nil {
 		return ""
 	}
 	var name pkix.Name

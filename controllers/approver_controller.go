@@ -83,13 +83,7 @@ func (r *ApproverReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // handles reports whether this approver decides CSRs of csr's signer.
 func (r *ApproverReconciler) handles(csr *certificatesv1.CertificateSigningRequest) bool {
-	switch approver.KindOf(csr.Spec.SignerName) {
-	case approver.KindNodeClient:
-		return r.Options.Policy.NodeClient.Enabled
-	case approver.KindServing:
-		return r.Options.Policy.Serving.Enabled
-	}
-	return false
+	return r.Options.Policy.Handles(approver.KindOf(csr.Spec.SignerName))
 }
 
 // Reconcile decides one CSR.
@@ -250,7 +244,7 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 		ResourceAttributes: attrs.DeepCopy(),
 	}
 	now := r.Options.Now()
-	if r.allowed.hit(spec, now) {
+	if r.Options.AuthorizationCacheTTL > 0 && r.allowed.hit(spec, now) {
 		return &approver.Authorization{Allowed: true, Reason: "allowed by a SubjectAccessReview moments ago"}, nil
 	}
 	sar := &authorizationv1.SubjectAccessReview{Spec: spec}

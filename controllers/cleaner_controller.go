@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nodecsr/kubelet-csr-controller/approver"
 )
 
 // CleanerOptions configure the Cleaner. The rules are those of
@@ -73,8 +74,10 @@ func CleanupAt(csr *certificatesv1.CertificateSigningRequest, o *CleanerOptions)
 		case certificatesv1.CertificateApproved:
 			if issued {
 				consider(when.Add(o.IssuedAfter), RuleIssued)
-				if notAfter, err := certificateNotAfter(csr.Status.Certificate); o.DeleteExpired && err == nil {
-					consider(notAfter, RuleExpired)
+				if o.DeleteExpired {
+					if notAfter, err := certificateNotAfter(csr.Status.Certificate); err == nil {
+						consider(notAfter, RuleExpired)
+					}
 				}
 			} else {
 				consider(when.Add(o.ApprovedUnissuedAfter), RuleApprovedUnissued)
@@ -145,13 +148,7 @@ func certificateCommonName(pemBytes []byte) string {
 	if err != nil {
 		return ""
 	}
-	var rdns pkix.RDNSequence
-	if _, err := asn1.Unmarshal(c.TBS.Subject.FullBytes, &rdns); err != nil {
-		return ""
-	}
-	var name pkix.Name
-	name.FillFromRDNSequence(&rdns)
-	return name.CommonName
+	return approver.CommonNameOfName(c.TBS.Subject.FullBytes)
 }
 
 // Cleaner deletes CSRs that are finished or abandoned. Every Interval it

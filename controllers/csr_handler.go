@@ -37,9 +37,9 @@ func (h *csrHandler) Create(ctx context.Context, e event.CreateEvent, q workqueu
 	if !ok || !h.r.handles(csr) || !approver.StateOf(csr).Pending() {
 		return
 	}
-	priority := h.priority(ctx, csr)
-	if e.IsInInitialList {
-		priority = priorityResync
+	priority := priorityResync
+	if !e.IsInInitialList {
+		priority = h.priority(ctx, csr)
 	}
 	add(q, priority, csr)
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,8 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 			*v, err = register(reg, *v)
 		case *prometheus.Counter:
 			*v, err = register(reg, *v)
+		default:
+			err = fmt.Errorf("register metrics: %T is not handled", c)
 		}
 		if err != nil {
 			return err

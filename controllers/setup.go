@@ -4,16 +4,20 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/signer"
 )
 
@@ -75,8 +79,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 
 	reloaded := make(chan event.GenericEvent, 64)
-	cas := loadCAs(o.Signer.Signers, m, reloaded, ctrl.Log.WithName("ca"))
-	if err := mgr.Add(&caRunner{cas: cas, poll: o.CAPollInterval}); err != nil {
+	cas, files := loadCAs(o.Signer.Signers, m, reloaded, ctrl.Log.WithName("ca"))
+	if err := mgr.Add(&caRunner{files: files, poll: o.CAPollInterval}); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("ca", caCheck(cas, o.Now)); err != nil {
@@ -92,6 +96,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	for _, s := range o.Signer.Signers {
 		signerNames = append(signerNames, s.Name)
 	}
+	managed := managedSigners(&o.Approver, signerNames)
 	if len(signerNames) > 0 {
 		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded, verified: verified, queues: queues}
 		if err := sr.SetupWithManager(mgr); err != nil {
@@ -101,7 +106,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if o.Cleaner != nil {
 		co := *o.Cleaner
 		co.Now = o.Now
-		co.Signers = managedSigners(&o.Approver, signerNames)
+		co.Signers = managed
 		if co.Interval <= 0 {
 			co.Interval = time.Minute
 		}
@@ -110,7 +115,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 	}
 
-	pending := newPendingCollector(mgr.GetClient(), managedSigners(&o.Approver, signerNames), mgr.Elected(), o.Now)
+	pending := newPendingCollector(mgr.GetClient(), managed, mgr.Elected(), o.Now)
 	for _, c := range []prometheus.Collector{pending, newCACollector(cas, o.Now)} {
 		if err := replace(o.Registry, c); err != nil {
 			return fmt.Errorf("register metrics: %w", err)
@@ -123,27 +128,19 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 // managedSigners are the signers whose CSRs this controller approves or
 // signs.
 func managedSigners(a *ApproverOptions, signers []string) []string {
-	out := append([]string{}, signers...)
-	add := func(name string) {
-		for _, s := range out {
-			if s == name {
-				return
-			}
+	out := slices.Clone(signers)
+	for _, name := range []string{certificatesv1.KubeAPIServerClientKubeletSignerName, certificatesv1.KubeletServingSignerName} {
+		if a.Policy.Handles(approver.KindOf(name)) && !slices.Contains(out, name) {
+			out = append(out, name)
 		}
-		out = append(out, name)
-	}
-	if a.Policy.NodeClient.Enabled {
-		add("kubernetes.io/kube-apiserver-client-kubelet")
-	}
-	if a.Policy.Serving.Enabled {
-		add("kubernetes.io/kubelet-serving")
 	}
 	return out
 }
 
 // loadCAs creates one FileCA per certificate and key file pair (signers that
-// share a CA share its loader) and loads each once.
-func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericEvent, logger logr.Logger) map[string]*signer.FileCA {
+// share a CA share its loader) and loads each once. It returns the loader of
+// each signer, and each loader once.
+func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericEvent, logger logr.Logger) (map[string]*signer.FileCA, []*signer.FileCA) {
 	type files struct{ cert, key string }
 	users := map[files][]string{}
 	for _, s := range signers {
@@ -151,6 +148,7 @@ func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericE
 		users[f] = append(users[f], s.Name)
 	}
 	cas := map[string]*signer.FileCA{}
+	var loaders []*signer.FileCA
 	for f, names := range users {
 		ca := signer.NewFileCA(f.cert, f.key, func(ca *signer.CA, err error) {
 			if err != nil {
@@ -161,46 +159,35 @@ func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericE
 				return
 			}
 			logger.Info("CA loaded", "certFile", f.cert, "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "signers", names)
-			for _, n := range names {
-				select {
-				case reloaded <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: n}}}:
-				default: // a reload is already queued; the signer re-lists all waiting CSRs anyway
-				}
+			// One event per CA: the signer re-lists the waiting CSRs of all
+			// its signers for any of them.
+			select {
+			case reloaded <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: names[0]}}}:
+			default: // a reload is already queued, and covers this one
 			}
 		})
 		_ = ca.Reload() // reported through the callback
+		loaders = append(loaders, ca)
 		for _, n := range names {
 			cas[n] = ca
 		}
 	}
-	return cas
+	return cas, loaders
 }
 
 // caRunner watches the CA files on every replica, leader or not, so that a
 // standby is ready to sign the moment it takes over.
 type caRunner struct {
-	cas  map[string]*signer.FileCA
-	poll time.Duration
+	files []*signer.FileCA
+	poll  time.Duration
 }
 
 func (c *caRunner) Start(ctx context.Context) error {
-	seen := map[*signer.FileCA]bool{}
-	done := make(chan struct{})
-	n := 0
-	for _, f := range c.cas {
-		if seen[f] {
-			continue
-		}
-		seen[f] = true
-		n++
-		go func() {
-			f.Run(ctx, c.poll)
-			done <- struct{}{}
-		}()
+	var wg sync.WaitGroup
+	for _, f := range c.files {
+		wg.Go(func() { f.Run(ctx, c.poll) })
 	}
-	for range n {
-		<-done
-	}
+	wg.Wait()
 	return nil
 }
 
