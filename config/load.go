@@ -128,10 +128,7 @@ func (c *ControllerConfig) ApproverPolicy() approver.Policy {
 func (c *ControllerConfig) SignerConfigs() []signer.Config {
 	out := make([]signer.Config, 0, len(c.Signers))
 	for _, s := range c.Signers {
-		ca := c.CA
-		if s.CA != nil {
-			ca = s.CA
-		}
+		ca := c.caOf(&s)
 		out = append(out, signer.Config{
 			Name:         s.Name,
 			CertFile:     ca.CertFile,
@@ -143,6 +140,14 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 		})
 	}
 	return out
+}
+
+// caOf is the CA files of signer s: its own, else the top-level ones.
+func (c *ControllerConfig) caOf(s *Signer) *CAFiles {
+	if s.CA != nil {
+		return s.CA
+	}
+	return c.CA
 }
 
 func mustParseCIDR(cidr string) netip.Prefix {

@@ -189,10 +189,9 @@ func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []str
 			errs = append(errs, field.Duplicate(sp.Child("name"), s.Name))
 		}
 		seen[s.Name] = true
-		ca := c.CA
-		caPath := field.NewPath("ca")
+		ca, caPath := c.caOf(s), field.NewPath("ca")
 		if s.CA != nil {
-			ca, caPath = s.CA, sp.Child("ca")
+			caPath = sp.Child("ca")
 		}
 		if ca.CertFile == "" {
 			errs = append(errs, field.Required(caPath.Child("certFile"), "the CA certificate file of "+s.Name))

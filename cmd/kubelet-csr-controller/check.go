@@ -65,7 +65,9 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	if err := readYAML(fs.Arg(0), csr); err != nil {
 		return err
 	}
-	policy := cfg.ApproverPolicy()
+	// The approver's options exactly as the controller builds them.
+	ao := controllerOptions(cfg).Approver
+	policy := ao.Policy
 	in := approver.Read(csr)
 	plan := approver.PlanFor(in, &policy)
 	facts := &approver.Facts{Now: time.Now()}
@@ -89,7 +91,7 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 		facts.Authorization = &approver.Authorization{Allowed: *authorized, Reason: "assumed by --authorized"}
 	}
 	if plan.ResolveDNS {
-		facts.Lookups = controllers.Resolve(ctx, net.DefaultResolver, cfg.Approver.KubeletServing.DNSResolution.Timeout.Duration, approver.DNSNamesToResolve(in, facts.Node, &policy))
+		facts.Lookups = controllers.Resolve(ctx, net.DefaultResolver, ao.DNSTimeout, approver.DNSNamesToResolve(in, facts.Node, &policy))
 	}
 	d := approver.Evaluate(in, facts, &policy)
 	fmt.Fprintf(out, "csr:      %s\nsigner:   %s\nnode:     %s\ndecision: %s\nreason:   %s\nmessage:  %s\n",
@@ -106,7 +108,11 @@ func readNodes(path string) ([]*corev1.Node, error) {
 		Kind  string        `json:"kind"`
 		Items []corev1.Node `json:"items"`
 	}
-	if err := readYAML(path, &list); err != nil {
+	data, err := os.ReadFile(path) //nolint:gosec // a file the operator names
+	if err != nil {
+		return nil, &usageError{msg: err.Error()}
+	}
+	if err := decodeYAML(path, data, &list); err != nil {
 		return nil, err
 	}
 	if strings.HasSuffix(list.Kind, "List") {
@@ -117,7 +123,7 @@ func readNodes(path string) ([]*corev1.Node, error) {
 		return nodes, nil
 	}
 	n := &corev1.Node{}
-	if err := readYAML(path, n); err != nil {
+	if err := decodeYAML(path, data, n); err != nil {
 		return nil, err
 	}
 	if n.Name == "" {
@@ -131,6 +137,10 @@ func readYAML(path string, into any) error {
 	if err != nil {
 		return &usageError{msg: err.Error()}
 	}
+	return decodeYAML(path, data, into)
+}
+
+func decodeYAML(path string, data []byte, into any) error {
 	if err := yaml.Unmarshal(data, into); err != nil {
 		return &usageError{msg: fmt.Sprintf("%s: %v", path, err)}
 	}

@@ -34,6 +34,7 @@ type flags struct {
 	leaderElectionNamespace string
 	logFormat               string
 	logLevel                string
+	zapLevel                zapcore.Level // logLevel, parsed
 	profiling               bool
 	version                 bool
 }
@@ -64,9 +65,11 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 	if f.logFormat != "json" && f.logFormat != "console" {
 		return nil, &usageError{msg: fmt.Sprintf("--log-format must be json or console, not %q", f.logFormat)}
 	}
-	if _, err := zapLevel(f.logLevel); err != nil {
+	lvl, err := zapLevel(f.logLevel)
+	if err != nil {
 		return nil, &usageError{msg: err.Error()}
 	}
+	f.zapLevel = lvl
 	return f, nil
 }
 
@@ -86,10 +89,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println("kubelet-csr-controller", version)
 		return nil
 	}
-	logger, err := newLogger(f.logFormat, f.logLevel, os.Stderr)
-	if err != nil {
-		return &usageError{msg: err.Error()}
-	}
+	logger := newLogger(f.logFormat, f.zapLevel, os.Stderr)
 	installGlobalLogger(logger)
 
 	// Configuration first: a bad file exits before anything touches the
@@ -127,11 +127,7 @@ func installGlobalLogger(logger logr.Logger) {
 
 // newLogger builds the zap logger behind logr: JSON by default, no stack
 // traces below panics (an error message should be read, not scrolled).
-func newLogger(format, level string, out io.Writer) (logr.Logger, error) {
-	lvl, err := zapLevel(level)
-	if err != nil {
-		return logr.Discard(), err
-	}
+func newLogger(format string, lvl zapcore.Level, out io.Writer) logr.Logger {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
@@ -142,7 +138,7 @@ func newLogger(format, level string, out io.Writer) (logr.Logger, error) {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
 	core := zapcore.NewCore(enc, zapcore.AddSync(out), zap.NewAtomicLevelAt(lvl))
-	return zapr.NewLogger(zap.New(core, zap.AddStacktrace(zapcore.PanicLevel))), nil
+	return zapr.NewLogger(zap.New(core, zap.AddStacktrace(zapcore.PanicLevel)))
 }
 
 // zapLevel maps --log-level to zap: logr's V(n) is zap level -n.
