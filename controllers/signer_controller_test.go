@@ -9,11 +9,10 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
 	"github.com/nodecsr/kubelet-csr-controller/signer"
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
@@ -78,7 +77,7 @@ func TestAPIServerClientSignerWhenEnabled(t *testing.T) {
 	})
 	c := pki.CSR{Name: "sign-alice", SignerName: certificatesv1.KubeAPIServerClientSignerName, Usages: []certificatesv1.KeyUsage{"digital signature", "client auth"},
 		Request: pki.Request{Subject: pkixName("alice", "developers")}, ExpirationSeconds: ptrInt32(3600)}
-	created := h.create(kubeAdmin(), c)
+	created := h.create(h.admin, c)
 	h.approveAsAdmin(created.Name)
 	cert := h.certificate(h.waitFor(created.Name, "issued", issued), env.CA.Cert)
 	if life := cert.NotAfter.Sub(cert.NotBefore); life != time.Hour {
@@ -87,18 +86,9 @@ func TestAPIServerClientSignerWhenEnabled(t *testing.T) {
 }
 
 func TestSignerFollowsCAFileChanges(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	first := pki.MustCA(t, pki.CAOptions{CommonName: "first"})
 	second := pki.MustCA(t, pki.CAOptions{CommonName: "second", NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour)})
-	writeFile(t, certFile, first.CertPEM)
-	writeFile(t, keyFile, first.KeyPEM)
-	h := start(t, func(o *controllers.Options) {
-		signerOnly(o)
-		for i := range o.Signer.Signers {
-			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
-		}
-	})
+	h, certFile, keyFile := startSignerWithCAFiles(t, first)
 	sign := func(name string) *certificatesv1.CertificateSigningRequest {
 		c := h.create(asNode("rot-1"), named(pki.ClientRenewal("rot-1"), name))
 		h.approveAsAdmin(c.Name)
@@ -122,17 +112,8 @@ func TestSignerFollowsCAFileChanges(t *testing.T) {
 }
 
 func TestExpiredCAIsRetriedUntilFixed(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	expired := pki.MustCA(t, pki.CAOptions{CommonName: "expired", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-	writeFile(t, certFile, expired.CertPEM)
-	writeFile(t, keyFile, expired.KeyPEM)
-	h := start(t, func(o *controllers.Options) {
-		signerOnly(o)
-		for i := range o.Signer.Signers {
-			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
-		}
-	})
+	h, certFile, keyFile := startSignerWithCAFiles(t, expired)
 	c := h.create(asNode("exp-1"), named(pki.ClientRenewal("exp-1"), "exp-waiting"))
 	h.approveAsAdmin(c.Name)
 	h.waitForEvent(c.Name, "Warning SigningError: Cannot sign now, will retry: the CA certificate has expired")
@@ -146,17 +127,8 @@ func TestExpiredCAIsRetriedUntilFixed(t *testing.T) {
 }
 
 func TestCertificateCappedAtCAExpiryIsReported(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	short := pki.MustCA(t, pki.CAOptions{CommonName: "short", NotAfter: time.Now().Add(30 * time.Minute)})
-	writeFile(t, certFile, short.CertPEM)
-	writeFile(t, keyFile, short.KeyPEM)
-	h := start(t, func(o *controllers.Options) {
-		signerOnly(o)
-		for i := range o.Signer.Signers {
-			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
-		}
-	})
+	h, _, _ := startSignerWithCAFiles(t, short)
 	c := h.create(asNode("cap-1"), named(pki.ClientRenewal("cap-1"), "cap-short"))
 	h.approveAsAdmin(c.Name)
 	cert := h.certificate(h.waitFor(c.Name, "issued", issued), short.Cert)
@@ -176,18 +148,29 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
+// startSignerWithCAFiles starts the signer alone with every signer's CA
+// read from files holding ca, and returns the files for the test to
+// rewrite.
+func startSignerWithCAFiles(t *testing.T, ca *pki.CA) (h *harness, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeFile(t, certFile, ca.CertPEM)
+	writeFile(t, keyFile, ca.KeyPEM)
+	h = start(t, func(o *controllers.Options) {
+		signerOnly(o)
+		for i := range o.Signer.Signers {
+			o.Signer.Signers[i].CertFile, o.Signer.Signers[i].KeyFile = certFile, keyFile
+		}
+	})
+	return h, certFile, keyFile
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		return cond(), nil
-	})
-	if err != nil {
-		t.Fatalf("timed out waiting until %s", what)
-	}
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, what, cond)
 }
 
 func ptrInt32(v int32) *int32 { return &v }
-
-func kubeAdmin() kubernetes.Interface { return env.AdminClientset() }
 
 func pkixName(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }

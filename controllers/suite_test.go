@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,21 +16,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
-	"github.com/nodecsr/kubelet-csr-controller/signer"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
@@ -67,24 +60,18 @@ type harness struct {
 	t        *testing.T
 	admin    kubernetes.Interface
 	registry *prometheus.Registry
-	caCert   string
-	caKey    string
 	// cache is the manager's: registerNode waits until it holds the Node.
 	cache client.Reader
 }
 
 // defaultOptions are the controllers' options of an empty configuration
 // file, with the cluster CA for every signer and a short retry interval.
-func defaultOptions(caCert, caKey string) controllers.Options {
+func defaultOptions() controllers.Options {
 	p := approver.DefaultPolicy()
 	p.RetryInterval = time.Second
-	var signers []signer.Config
-	for _, name := range []string{certificatesv1.KubeletServingSignerName, certificatesv1.KubeAPIServerClientKubeletSignerName} {
-		signers = append(signers, signer.Config{Name: name, CertFile: caCert, KeyFile: caKey, Duration: time.Hour, MinDuration: 10 * time.Minute, Backdate: 5 * time.Minute})
-	}
 	return controllers.Options{
 		Approver:       controllers.ApproverOptions{Policy: p, Workers: 4, DNSTimeout: time.Second},
-		Signer:         controllers.SignerOptions{Signers: signers, Workers: 4},
+		Signer:         controllers.SignerOptions{Signers: env.KubeletSigners(time.Hour), Workers: 4},
 		CAPollInterval: time.Hour,
 	}
 }
@@ -99,63 +86,29 @@ func start(t *testing.T, edit func(*controllers.Options)) *harness {
 // (and may act before) every call the controllers make.
 func startIntercepted(t *testing.T, edit func(*controllers.Options), funcs *interceptor.Funcs) *harness {
 	t.Helper()
-	h := &harness{t: t, registry: prometheus.NewRegistry(), caCert: env.CACertFile, caKey: env.CAKeyFile}
-	o := defaultOptions(h.caCert, h.caKey)
+	h := &harness{t: t, registry: prometheus.NewRegistry(), admin: env.AdminClientset()}
+	o := defaultOptions()
 	if edit != nil {
 		edit(&o)
 	}
 	o.Registry = h.registry
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	mgr, err := ctrl.NewManager(env.Admin, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-		Controller:             controllerConfig(),
-		NewClient: func(cfg *rest.Config, o client.Options) (client.Client, error) {
-			if funcs == nil {
-				return client.New(cfg, o)
-			}
+	var newClient client.NewClientFunc
+	if funcs != nil {
+		newClient = func(cfg *rest.Config, o client.Options) (client.Client, error) {
 			c, err := client.NewWithWatch(cfg, o)
 			if err != nil {
 				return nil, err
 			}
 			return interceptor.NewClient(c, *funcs), nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.Setup(ctx, mgr, o); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager: %v", err)
 		}
-	})
+	}
+	mgr, stop := env.StartControllers(t, o, newClient)
 	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
+		stop()
 		h.deleteAll()
 	})
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
-	h.admin = env.AdminClientset()
 	h.cache = mgr.GetCache()
 	return h
-}
-
-// controllerConfig lets every test's manager register controllers of the
-// same names in one process.
-func controllerConfig() config.Controller {
-	return config.Controller{SkipNameValidation: ptr.To(true)}
 }
 
 // deleteAll removes the CSRs and Nodes a test made, so that the next test

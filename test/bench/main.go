@@ -144,33 +144,11 @@ func run(ctx context.Context, o *options, out io.Writer) error {
 // runContender starts a fresh control plane and the contender, then runs
 // the three workloads on it.
 func runContender(ctx context.Context, ct contender, o *options, out io.Writer) ([]result, error) {
-	c, err := cluster.Start(ctx, cluster.Options{})
+	c, admin, bootstrap, t, stop, err := benchCluster(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// Close the watches (the tracker's) before stopping the API server,
-	// which otherwise waits for them.
-	ctx, cancel := context.WithCancel(ctx)
-	defer func() {
-		cancel()
-		_ = c.Stop()
-	}()
-	admin, err := kubernetes.NewForConfig(unlimited(c.Admin))
-	if err != nil {
-		return nil, err
-	}
-	token, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	bootstrap, err := kubernetes.NewForConfig(unlimited(c.BootstrapConfig(token)))
-	if err != nil {
-		return nil, err
-	}
-	t, err := newTracker(ctx, admin)
-	if err != nil {
-		return nil, err
-	}
+	defer stop()
 	p, err := ct.start(ctx, c, o)
 	if err != nil {
 		return nil, err
@@ -332,36 +310,48 @@ func heapProfile(ctx context.Context, o *options, p *process, name string) {
 	_ = os.WriteFile(filepath.Join(o.profileDir, name+".pprof"), b, 0o600)
 }
 
-// memoryRun fills a cluster with issued CSRs, starts a fresh controller,
-// and measures its peak RSS through a further burst.
-func memoryRun(ctx context.Context, o *options, out io.Writer) ([]result, error) {
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		return nil, err
-	}
-	// Close the watches (the tracker's) before stopping the API server,
-	// which otherwise waits for them.
+// benchCluster starts a fresh control plane with a bootstrap token, and
+// returns unthrottled admin and bootstrap clients and a tracker of its
+// CSRs. stop closes the tracker's watches and then the control plane,
+// which otherwise waits for them.
+func benchCluster(ctx context.Context) (c *cluster.Cluster, admin, bootstrap kubernetes.Interface, t *tracker, stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer func() {
+	if c, err = cluster.Start(ctx, cluster.Options{}); err != nil {
+		cancel()
+		return nil, nil, nil, nil, nil, err
+	}
+	stop = func() {
 		cancel()
 		_ = c.Stop()
-	}()
-	admin, err := kubernetes.NewForConfig(unlimited(c.Admin))
-	if err != nil {
-		return nil, err
+	}
+	fail := func(e error) (*cluster.Cluster, kubernetes.Interface, kubernetes.Interface, *tracker, func(), error) {
+		stop()
+		return nil, nil, nil, nil, nil, e
+	}
+	if admin, err = kubernetes.NewForConfig(unlimited(c.Admin)); err != nil {
+		return fail(err)
 	}
 	token, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	bootstrap, err := kubernetes.NewForConfig(unlimited(c.BootstrapConfig(token)))
+	if bootstrap, err = kubernetes.NewForConfig(unlimited(c.BootstrapConfig(token))); err != nil {
+		return fail(err)
+	}
+	if t, err = newTracker(ctx, admin); err != nil {
+		return fail(err)
+	}
+	return c, admin, bootstrap, t, stop, nil
+}
+
+// memoryRun fills a cluster with issued CSRs, starts a fresh controller,
+// and measures its peak RSS through a further burst.
+func memoryRun(ctx context.Context, o *options, out io.Writer) ([]result, error) {
+	c, _, bootstrap, t, stop, err := benchCluster(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTracker(ctx, admin)
-	if err != nil {
-		return nil, err
-	}
+	defer stop()
 	filler, err := startThis(ctx, c, o)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/config"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
@@ -67,23 +68,24 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 	})
 
 	t.Run("kubelet CSRs are approved and issued", func(t *testing.T) {
-		registerNode(ctx, t, c, "node-a", "10.0.0.1")
+		// As its kubelet does: the host name, then the address.
+		if err := c.RegisterNode(ctx, "node-a", "node-a", "10.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
 		tests := []struct {
 			name string
-			as   *rest.Config
+			as   kubernetes.Interface
 			csr  pki.CSR
 		}{
-			{"a bootstrap client CSR made with a bootstrap token", c.As("system:bootstrap:abcdef", cluster.BootstrappersGroup), pki.ClientBootstrap("node-b", "abcdef")},
-			{"a renewal client CSR made by the node", c.As("system:node:node-a", cluster.NodesGroup), pki.ClientRenewal("node-a")},
-			{"a serving CSR for the node's own addresses", c.As("system:node:node-a", cluster.NodesGroup), pki.Serving("node-a", []string{"node-a"}, []net.IP{net.ParseIP("10.0.0.1")})},
+			{"a bootstrap client CSR made with a bootstrap token", c.Bootstrap("abcdef"), pki.ClientBootstrap("node-b", "abcdef")},
+			{"a renewal client CSR made by the node", c.Node("node-a"), pki.ClientRenewal("node-a")},
+			{"a serving CSR for the node's own addresses", c.Node("node-a"), pki.Serving("node-a", []string{"node-a"}, []net.IP{net.ParseIP("10.0.0.1")})},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				obj := pki.MustObject(t, tt.csr)
 				// The API server sets the requester from the identity.
-				obj.Spec.Username, obj.Spec.Groups, obj.Spec.UID, obj.Spec.Extra = "", nil, "", nil
-				obj.CreationTimestamp = metav1.Time{}
-				if _, err := kubernetes.NewForConfigOrDie(tt.as).CertificatesV1().CertificateSigningRequests().Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+				obj, err := cluster.CreateCSR(ctx, tt.as, tt.csr)
+				if err != nil {
 					t.Fatal(err)
 				}
 				var last *certificatesv1.CertificateSigningRequest
@@ -93,7 +95,8 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 						return false, err
 					}
 					last = csr
-					return approved(csr) && len(csr.Status.Certificate) > 0, nil
+					s := approver.StateOf(csr)
+					return s.Approved && s.Issued, nil
 				})
 				verifyChain(t, last.Status.Certificate, c.CA.Cert)
 				poll(ctx, t, "an Issued Event about "+obj.Name, func(ctx context.Context) (bool, error) {
@@ -226,32 +229,6 @@ func apiClientCSR(ctx context.Context, t *testing.T, admin *kubernetes.Clientset
 func approvedCondition(reason string) certificatesv1.CertificateSigningRequestCondition {
 	return certificatesv1.CertificateSigningRequestCondition{
 		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: reason, Message: "approved by the chart test",
-	}
-}
-
-func approved(csr *certificatesv1.CertificateSigningRequest) bool {
-	for _, c := range csr.Status.Conditions {
-		if c.Type == certificatesv1.CertificateApproved && c.Status == corev1.ConditionTrue {
-			return true
-		}
-	}
-	return false
-}
-
-// registerNode creates a Node with its addresses, as its kubelet does.
-func registerNode(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, ips ...string) {
-	t.Helper()
-	cs := kubernetes.NewForConfigOrDie(c.As("system:node:"+name, cluster.NodesGroup))
-	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}}
-	for _, ip := range ips {
-		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }
 

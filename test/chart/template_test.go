@@ -153,8 +153,8 @@ func TestDeploymentFollowsTheValues(t *testing.T) {
 				t.Errorf("budget minAvailable (-want +got):\n%s", diff)
 			}
 			checkPod(t, d, tt.leaderElect)
-			if (m.role(t) != nil) != tt.leaderElect {
-				t.Errorf("a Role for the Lease: %v, want %v", m.role(t) != nil, tt.leaderElect)
+			if hasRole := m.role(t) != nil; hasRole != tt.leaderElect {
+				t.Errorf("a Role for the Lease: %v, want %v", hasRole, tt.leaderElect)
 			}
 		})
 	}

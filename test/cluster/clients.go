@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"testing"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -201,4 +202,17 @@ func Flood(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creator
 		}
 	}
 	return first
+}
+
+// Poll calls cond every interval until it holds and returns how long that
+// took; after timeout it fails the test, naming what it waited for.
+func Poll(ctx context.Context, t testing.TB, interval, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(context.Context) (bool, error) {
+		return cond(), nil
+	}); err != nil {
+		t.Fatalf("timed out after %s waiting until %s", timeout, what)
+	}
+	return time.Since(start)
 }

@@ -33,13 +33,8 @@ import (
 
 // Options tune the control plane.
 type Options struct {
-	// Dir holds the CA files and kubeconfigs; default a new temporary
-	// directory removed by Stop.
-	Dir string
 	// APIServerLog, when set, receives the API server's output.
 	APIServerLog io.Writer
-	// ExtraAPIServerArgs are appended to the API server's flags.
-	ExtraAPIServerArgs map[string]string
 }
 
 // Cluster is a running control plane.
@@ -52,9 +47,10 @@ type Cluster struct {
 	CACertFile, CAKeyFile string
 	// AdminKubeconfig is a kubeconfig file for Admin.
 	AdminKubeconfig string
-	Dir             string
+	// Dir holds the CA files, kubeconfigs and logs: a temporary directory
+	// that Stop removes.
+	Dir string
 
-	ownDir    bool
 	restarted *exec.Cmd
 }
 
@@ -79,12 +75,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: o.Dir}
-	if c.Dir == "" {
-		if c.Dir, err = os.MkdirTemp("", "kubelet-csr-controller-cluster-"); err != nil {
-			return nil, err
-		}
-		c.ownDir = true
+	c := &Cluster{}
+	if c.Dir, err = os.MkdirTemp("", "kubelet-csr-controller-cluster-"); err != nil {
+		return nil, err
 	}
 	if c.CA, err = pki.NewCA(pki.CAOptions{CommonName: "kubernetes"}); err != nil {
 		return nil, err
@@ -109,9 +102,6 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	args.Set("authorization-mode", "Node", "RBAC")
 	args.Set("enable-bootstrap-token-auth", "true")
 	args.Set("enable-admission-plugins", "NodeRestriction")
-	for k, v := range o.ExtraAPIServerArgs {
-		args.Set(k, v)
-	}
 	c.Env = &envtest.Environment{
 		BinaryAssetsDirectory:   assets,
 		ControlPlane:            envtest.ControlPlane{APIServer: api},
@@ -149,9 +139,7 @@ func (c *Cluster) Stop() error {
 }
 
 func (c *Cluster) cleanup() {
-	if c.ownDir {
-		_ = os.RemoveAll(c.Dir)
-	}
+	_ = os.RemoveAll(c.Dir)
 }
 
 // As returns a client configuration of the admin impersonating user in

@@ -89,8 +89,6 @@ type ControllerOptions struct {
 	ConfigFile string
 	// Kubeconfig is the identity it runs as (default: the admin).
 	Kubeconfig string
-	// Log receives its output (default: a file in the cluster's directory).
-	Log io.Writer
 	// ExtraArgs are appended to its flags.
 	ExtraArgs []string
 	// Env is added to its environment (GOMEMLIMIT=..., say).
@@ -136,17 +134,14 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 	if len(o.Env) > 0 {
 		p.Cmd.Env = append(os.Environ(), o.Env...)
 	}
-	out := o.Log
-	if out == nil {
-		p.LogFile = filepath.Join(c.Dir, o.Name+".log")
-		f, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close() // the child keeps its own descriptor
-		out = f
+	// Its output goes to a file in the cluster's directory.
+	p.LogFile = filepath.Join(c.Dir, o.Name+".log")
+	f, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
 	}
-	p.Cmd.Stdout, p.Cmd.Stderr = out, out
+	defer f.Close() // the child keeps its own descriptor
+	p.Cmd.Stdout, p.Cmd.Stderr = f, f
 	if err := p.Cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.Binary, err)
 	}

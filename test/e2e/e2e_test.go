@@ -17,7 +17,6 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
@@ -254,10 +253,5 @@ func condition(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1
 
 func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		return cond(), nil
-	})
-	if err != nil {
-		t.Fatalf("timed out after %s waiting until %s", timeout, what)
-	}
+	cluster.Poll(ctx, t, 200*time.Millisecond, timeout, what, cond)
 }

@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,17 +24,10 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
-	"github.com/nodecsr/kubelet-csr-controller/signer"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
@@ -187,9 +179,7 @@ func run(ctx context.Context, t *testing.T, c *cluster.Cluster, i int, e entry) 
 			t.Errorf("a CSR that is not ours got Events: %q", ev)
 		}
 	case "issued":
-		got, err := cluster.WaitCSR(ctx, admin, created.Name, "issued", time.Minute, func(csr *certificatesv1.CertificateSigningRequest) bool {
-			return approver.StateOf(csr).Issued || approver.StateOf(csr).Denied || approver.StateOf(csr).Failed
-		})
+		got, err := cluster.WaitCSR(ctx, admin, created.Name, "issued", time.Minute, decided)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,9 +194,7 @@ func run(ctx context.Context, t *testing.T, c *cluster.Cluster, i int, e entry) 
 		if e.want.kind == "failed" {
 			typ = certificatesv1.CertificateFailed
 		}
-		got, err := cluster.WaitCSR(ctx, admin, created.Name, "decided", time.Minute, func(csr *certificatesv1.CertificateSigningRequest) bool {
-			return decided(csr) && (approver.StateOf(csr).Denied || approver.StateOf(csr).Failed || approver.StateOf(csr).Issued)
-		})
+		got, err := cluster.WaitCSR(ctx, admin, created.Name, "decided", time.Minute, decided)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -475,45 +463,15 @@ func corpus(t *testing.T) []entry {
 // (and one-day certificates), edited by edit, until stop is called.
 func startControllers(t *testing.T, c *cluster.Cluster, edit func(*controllers.Options)) (stop func()) {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := ctrl.NewManager(c.Admin, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(), Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var signers []signer.Config
-	for _, name := range []string{certificatesv1.KubeletServingSignerName, certificatesv1.KubeAPIServerClientKubeletSignerName} {
-		signers = append(signers, signer.Config{Name: name, CertFile: c.CACertFile, KeyFile: c.CAKeyFile, Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 5 * time.Minute})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	o := controllers.Options{
 		Approver: controllers.ApproverOptions{Policy: approver.DefaultPolicy(), Workers: 16, DNSTimeout: time.Second},
-		Signer:   controllers.SignerOptions{Signers: signers, Workers: 16},
+		Signer:   controllers.SignerOptions{Signers: c.KubeletSigners(24 * time.Hour), Workers: 16},
 		Registry: prometheus.NewRegistry(),
 	}
 	if edit != nil {
 		edit(&o)
 	}
-	if err := controllers.Setup(ctx, mgr, o); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("manager: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
+	_, stop = c.StartControllers(t, o, nil)
 	return stop
 }
 

@@ -52,8 +52,6 @@ type Options struct {
 	// certificate arrives (a Node that appears late). The serving CSRs are
 	// filed meanwhile.
 	RegisterDelay time.Duration
-	// Logger receives the certificate managers' logs (default: discarded).
-	Logger *logr.Logger
 }
 
 // Kubelet is a running simulated kubelet.
@@ -63,7 +61,6 @@ type Kubelet struct {
 	serving certificate.Manager
 
 	clientRotations, servingRotations atomic.Int64
-	registered                        atomic.Bool
 	cancel                            context.CancelFunc
 	wg                                sync.WaitGroup
 }
@@ -78,11 +75,8 @@ func (c counter) Observe(float64) { c.n.Add(1) }
 // Node registration and its serving certificate manager.
 func Start(ctx context.Context, o Options) (*Kubelet, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	logger := logr.Discard() // the managers log every denial as an error; quiet unless asked
-	if o.Logger != nil {
-		logger = *o.Logger
-	}
-	ctx = klog.NewContext(ctx, logger)
+	// The managers log every denial as an error: quiet.
+	ctx = klog.NewContext(ctx, logr.Discard())
 	k := &Kubelet{opts: o, cancel: cancel}
 
 	clientStore, err := certificate.NewFileStore("kubelet-client", o.CertDir, o.CertDir, "", "")
@@ -186,7 +180,6 @@ func (k *Kubelet) register(ctx context.Context) error {
 	if _, err := nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
-	k.registered.Store(true)
 	return nil
 }
 
@@ -232,9 +225,6 @@ func (k *Kubelet) ServingCertificate() *x509.Certificate { return leaf(k.serving
 func (k *Kubelet) Rotations() (client, serving int) {
 	return int(k.clientRotations.Load()), int(k.servingRotations.Load())
 }
-
-// Registered reports whether the Node has been registered.
-func (k *Kubelet) Registered() bool { return k.registered.Load() }
 
 // ExpectedSANs are the names and addresses the serving certificate should
 // carry.

@@ -34,7 +34,6 @@ const (
 	ECDSAP224 = "ecdsa-p224"
 	RSA1024   = "rsa-1024"
 	RSA2048   = "rsa-2048"
-	RSA3072   = "rsa-3072"
 	Ed25519   = "ed25519"
 )
 
@@ -53,8 +52,6 @@ func NewKey(alg string) (crypto.Signer, error) {
 		return rsa.GenerateKey(rand.Reader, 1024) //nolint:gosec // weak on purpose: tests that it is refused
 	case RSA2048:
 		return rsa.GenerateKey(rand.Reader, 2048)
-	case RSA3072:
-		return rsa.GenerateKey(rand.Reader, 3072)
 	case Ed25519:
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		return k, err

@@ -26,7 +26,6 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
@@ -94,31 +93,31 @@ func bootstrapFlood(prefix string, n int) []pki.CSR {
 	return out
 }
 
-// issuedCount counts the issued CSRs among names.
-func (e *env) issuedCount(ctx context.Context, t *testing.T, prefix string) int {
-	t.Helper()
+// count counts the CSRs whose names start with prefix and that match, or
+// returns -1 when they cannot be listed.
+func (e *env) count(ctx context.Context, prefix string, match func(approver.State) bool) int {
 	list, err := e.admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return -1
 	}
 	n := 0
 	for i := range list.Items {
-		if strings.HasPrefix(list.Items[i].Name, prefix+"-") && approver.StateOf(&list.Items[i]).Issued {
+		if strings.HasPrefix(list.Items[i].Name, prefix) && match(approver.StateOf(&list.Items[i])) {
 			n++
 		}
 	}
 	return n
 }
 
+// issuedCount counts the issued CSRs of a flood named prefix-<i>.
+func (e *env) issuedCount(ctx context.Context, t *testing.T, prefix string) int {
+	t.Helper()
+	return e.count(ctx, prefix+"-", func(s approver.State) bool { return s.Issued })
+}
+
 func poll(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		return cond(), nil
-	}); err != nil {
-		t.Fatalf("timed out after %s waiting until %s", timeout, what)
-	}
-	return time.Since(start)
+	return cluster.Poll(ctx, t, 100*time.Millisecond, timeout, what, cond)
 }
 
 // leads reports whether the process holds the Lease, by its own metric.
@@ -298,7 +297,8 @@ func TestNoisyNodeDoesNotDelayOthers(t *testing.T) {
 					return
 				}
 				got, err := cluster.WaitCSR(ctx, e.admin, c.Name, "decided", 2*time.Minute, func(csr *certificatesv1.CertificateSigningRequest) bool {
-					return approver.StateOf(csr).Issued || approver.StateOf(csr).Denied
+					s := approver.StateOf(csr)
+					return s.Issued || s.Denied
 				})
 				if err != nil {
 					t.Error(err)
@@ -354,32 +354,11 @@ func TestNoisyNodeDoesNotDelayOthers(t *testing.T) {
 }
 
 func (e *env) countPrefix(ctx context.Context, prefix string) int {
-	list, err := e.admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, c := range list.Items {
-		if strings.HasPrefix(c.Name, prefix) {
-			n++
-		}
-	}
-	return n
+	return e.count(ctx, prefix, func(approver.State) bool { return true })
 }
 
 func (e *env) undecided(ctx context.Context, prefix string) int {
-	list, err := e.admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for i := range list.Items {
-		s := approver.StateOf(&list.Items[i])
-		if strings.HasPrefix(list.Items[i].Name, prefix) && !s.Denied && !s.Issued {
-			n++
-		}
-	}
-	return n
+	return e.count(ctx, prefix, func(s approver.State) bool { return !s.Denied && !s.Issued })
 }
 
 // outcomes counts CSRs by outcome: Issued, or the Denied reason.
