@@ -11,7 +11,6 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -116,24 +115,12 @@ func TestServingCSRForAnAddressAnotherNodeListsIsDenied(t *testing.T) {
 
 func TestUnauthorisedClientCSRIsDenied(t *testing.T) {
 	h := start(t, nil)
-	ctx := context.Background()
 	// alice may create CSRs but holds neither nodeclient nor selfnodeclient.
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "test-csr-creator"}, Rules: []rbacv1.PolicyRule{{
-		APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"create", "get"},
-	}}}
-	if _, err := h.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+	revoke, err := env.AllowToFileCSRs(context.Background(), "alice")
+	if err != nil {
 		t.Fatal(err)
 	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "test-csr-creator"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "alice"}}}
-	if _, err := h.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.admin.RbacV1().ClusterRoleBindings().Delete(ctx, binding.Name, metav1.DeleteOptions{})
-		_ = h.admin.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{})
-	})
+	t.Cleanup(revoke)
 	c := h.create(as("alice"), named(pki.ClientRenewal("victim-1"), "unauthorised-client"))
 	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
 	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, `"alice"`) {

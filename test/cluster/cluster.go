@@ -17,11 +17,11 @@ import (
 	"path/filepath"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -165,31 +165,27 @@ func (c *Cluster) setUpKubeadm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	bindings := []struct{ name, role, group string }{
-		{"kubeadm:kubelet-bootstrap", "system:node-bootstrapper", BootstrappersGroup},
-		{"kubeadm:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", BootstrappersGroup},
-		{"kubeadm:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", NodesGroup},
+	nodeClientCreate := func(sub string) authorizationv1.ResourceAttributes {
+		a := csrCreate
+		a.Subresource = sub
+		return a
 	}
-	for _, b := range bindings {
-		crb := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: b.name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: b.role},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: b.group}},
-		}
-		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create ClusterRoleBinding %s: %w", b.name, err)
-		}
+	bindings := []struct {
+		name, role, group string
+		grants            authorizationv1.ResourceAttributes
+	}{
+		{"kubeadm:kubelet-bootstrap", "system:node-bootstrapper", BootstrappersGroup, csrCreate},
+		{"kubeadm:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", BootstrappersGroup, nodeClientCreate("nodeclient")},
+		{"kubeadm:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", NodesGroup, nodeClientCreate("selfnodeclient")},
 	}
-	// The API server creates the bootstrap ClusterRoles in a post-start hook;
-	// wait until the ones bound above exist so that SubjectAccessReviews
-	// answer as they will for the rest of the run.
+	// The API server creates the bootstrap ClusterRoles in a post-start hook
+	// and authorizes from an informer; bindClusterRole waits until each
+	// binding grants what it should, so that SubjectAccessReviews answer as
+	// they will for the rest of the run.
 	for _, b := range bindings {
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			_, err := cs.RbacV1().ClusterRoles().Get(ctx, b.role, metav1.GetOptions{})
-			return err == nil, nil
-		})
-		if err != nil {
-			return fmt.Errorf("ClusterRole %s did not appear: %w", b.role, err)
+		subject := rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: b.group}
+		if err := bindClusterRole(ctx, cs, b.name, b.role, subject, b.grants); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	certificatesv1 "k8s.io/api/certificates/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -83,7 +82,13 @@ func TestHostileRequests(t *testing.T) {
 	if err := c.RegisterNode(ctx, "n2", "10.0.0.2", "n2.example.com"); err != nil {
 		t.Fatal(err)
 	}
-	allowAliceToFileCSRs(ctx, t, c)
+	// alice may file CSRs but holds no node-client grant, as a stolen
+	// low-privilege identity might.
+	revoke, err := c.AllowToFileCSRs(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer revoke()
 	if _, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -473,23 +478,4 @@ func startControllers(t *testing.T, c *cluster.Cluster, edit func(*controllers.O
 	}
 	_, stop = c.StartControllers(t, o, nil)
 	return stop
-}
-
-// allowAliceToFileCSRs lets user alice create CSRs without holding
-// nodeclient, as a stolen low-privilege identity might.
-func allowAliceToFileCSRs(ctx context.Context, t *testing.T, c *cluster.Cluster) {
-	t.Helper()
-	cs := c.AdminClientset()
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "csr-creator"}, Rules: []rbacv1.PolicyRule{{
-		APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"create", "get"},
-	}}}
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "csr-creator"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "alice"}}}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
