@@ -494,6 +494,44 @@ func TestEvaluateServing(t *testing.T) {
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
 		},
 		{
+			name:   "a DNS name spelled as an IPv4 address is invalid, even when a pattern admits it",
+			csr:    serving([]string{"10.0.0.1"}),
+			policy: func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name:   "a DNS name that a URL parser reads as an IPv4 number is invalid",
+			csr:    serving([]string{"2130706433"}, "10.0.0.1"),
+			policy: func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name:   "a DNS name whose last label is a hex number is invalid",
+			csr:    serving([]string{"host.0x7F000001."}),
+			policy: func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name: "a DNS name spelled as a shared address does not skip the other-Node check",
+			csr:  serving([]string{"203.0.113.5"}, "10.0.0.1"),
+			policy: func(p *approver.Policy) {
+				p.Serving.SharedPrefixes = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+				p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)}
+			},
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "203.0.113.5"), Claimants: map[string][]string{"203.0.113.5": {"n2"}}},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name:   "a DNS name with numeric labels that does not end in one is a host name",
+			csr:    serving([]string{"10.0.0.1.nodes.example.com"}, "10.0.0.1"),
+			policy: func(p *approver.Policy) { p.Serving.DNSSuffixes = []string{"nodes.example.com"} },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
 			name:  "repeated SANs are approved when each is the node's",
 			csr:   serving([]string{"n1.example.com", "N1.example.com."}, "10.0.0.1", "10.0.0.1"),
 			facts: approver.Facts{Node: n1},

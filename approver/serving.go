@@ -61,6 +61,10 @@ func checkDNSName(name string, p *Policy) *Decision {
 		d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q is not a valid host name: %s.", name, errs[0]))
 		return &d
 	}
+	if endsInNumber(c) {
+		d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q reads as an IPv4 address; an address belongs in the request's IP addresses, where policy checks it as one.", name))
+		return &d
+	}
 	if why := forbiddenName(c, p.Serving.ClusterDomain); why != "" {
 		d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is %s; no node may hold a certificate for it.", name, why))
 		return &d
@@ -72,6 +76,21 @@ func checkDNSName(name string, p *Policy) *Decision {
 		}
 	}
 	return nil
+}
+
+// endsInNumber reports whether URL parsers read the canonical name c as an
+// IPv4 address: the WHATWG URL standard does so when its last label is a
+// decimal number or 0x-prefixed hexadecimal ("10.0.0.1", "2130706433",
+// "host.0x7f000001"). Such a name is no host name; admitted as one, it would
+// escape the checks IP addresses get (forbidden and denied ranges, other
+// Nodes' addresses outside sharedCIDRs).
+func endsInNumber(c string) bool {
+	last := c[strings.LastIndexByte(c, '.')+1:]
+	if strings.HasPrefix(last, "0x") {
+		last = last[2:]
+		return strings.Trim(last, "0123456789abcdef") == ""
+	}
+	return last != "" && strings.Trim(last, "0123456789") == ""
 }
 
 // forbiddenName says why a canonical DNS name may never be in a kubelet

@@ -426,6 +426,8 @@ func corpus(t *testing.T) []entry {
 		{name: "a loopback address is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving(nil, "127.0.0.1")},
 		{name: "the unspecified address is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving(nil, "::")},
 		{name: "an underscore in a host name is denied", as: "node", want: denied(approver.ReasonSANInvalid), csr: serving([]string{"n1_x.example.com"})},
+		{name: "a host name spelled as the node's own IPv4 address is denied", as: "node", want: denied(approver.ReasonSANInvalid), csr: serving([]string{"10.0.0.1"}, "10.0.0.1")},
+		{name: "a host name that URL parsers read as 127.0.0.1 is denied", as: "node", want: denied(approver.ReasonSANInvalid), csr: serving([]string{"2130706433"}, "10.0.0.1")},
 		{name: "an email SAN in a serving request is denied", as: "node", want: denied(approver.ReasonSANTypeNotAllowed),
 			csr: servingEdit(func(c *pki.CSR) { c.Request.EmailAddresses = []string{"root@n1.example.com"} })},
 		{name: "a URI SAN in a serving request is denied", as: "node", want: denied(approver.ReasonSANTypeNotAllowed),
