@@ -80,7 +80,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 
 	reloaded := make(chan event.GenericEvent, 64)
 	cas, files := loadCAs(o.Signer.Signers, m, reloaded, ctrl.Log.WithName("ca"))
-	if err := mgr.Add(&caRunner{files: files, poll: o.CAPollInterval}); err != nil {
+	if err := mgr.Add(&caRunner{files: files, poll: o.CAPollInterval, logger: ctrl.Log.WithName("ca")}); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("ca", caCheck(cas, o.Now)); err != nil {
@@ -178,14 +178,19 @@ func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericE
 // caRunner watches the CA files on every replica, leader or not, so that a
 // standby is ready to sign the moment it takes over.
 type caRunner struct {
-	files []*signer.FileCA
-	poll  time.Duration
+	files  []*signer.FileCA
+	poll   time.Duration
+	logger logr.Logger
 }
 
 func (c *caRunner) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, f := range c.files {
-		wg.Go(func() { f.Run(ctx, c.poll) })
+		wg.Go(func() {
+			f.Run(ctx, c.poll, func(err error) {
+				c.logger.Error(err, "CA files are not watched; changes are picked up by polling only", "certFile", f.CertFile, "keyFile", f.KeyFile, "pollInterval", c.poll)
+			})
+		})
 	}
 	wg.Wait()
 	return nil

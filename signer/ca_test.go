@@ -102,7 +102,7 @@ func TestFileCAReloads(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go f.Run(ctx, time.Hour) // events only: polling is too slow to pass this test
+	go f.Run(ctx, time.Hour, func(err error) { t.Errorf("the CA files are not watched: %v", err) }) // events only: polling is too slow to pass this test
 
 	// A certificate that no longer matches the key keeps the old CA, and is
 	// reported once.
@@ -119,6 +119,35 @@ func TestFileCAReloads(t *testing.T) {
 	if strings.Join(reports, ",") != "first,error,second" {
 		t.Errorf("reports = %q, want first,error,second", reports)
 	}
+}
+
+// Files that cannot be watched are still followed, by polling, and the
+// reason is reported so that an operator knows changes will be slow.
+func TestFileCAPollsWhenTheFilesCannotBeWatched(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "not-yet")
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	f := signer.NewFileCA(certFile, keyFile, nil)
+	watchErr := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.Run(ctx, 20*time.Millisecond, func(err error) { watchErr <- err })
+
+	select {
+	case err := <-watchErr:
+		if !strings.Contains(err.Error(), dir) {
+			t.Errorf("the watch failure %q does not name the directory %s", err, dir)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a missing directory was not reported as unwatchable")
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca := pki.MustCA(t, pki.CAOptions{CommonName: "polled"})
+	write(t, certFile, ca.CertPEM)
+	write(t, keyFile, ca.KeyPEM)
+	waitFor(t, func() bool { c := f.Current(); return c != nil && c.Cert.Subject.CommonName == "polled" })
 }
 
 func TestFileCAKeepsTheLastGoodCAWhenAFileDisappears(t *testing.T) {

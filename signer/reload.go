@@ -2,6 +2,7 @@ package signer
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -72,9 +73,14 @@ func (f *FileCA) report(ca *CA, err error) {
 const debounce = 100 * time.Millisecond
 
 // Run watches the files until ctx ends, reloading on change and every poll
-// interval. It returns only when ctx is done.
-func (f *FileCA) Run(ctx context.Context, poll time.Duration) {
-	events, closeWatcher := f.watch()
+// interval. It returns only when ctx is done. When the files cannot be
+// watched (no inotify instance left, a directory missing), Run carries on
+// by polling alone and tells watchFailed, if not nil, why.
+func (f *FileCA) Run(ctx context.Context, poll time.Duration, watchFailed func(error)) {
+	events, closeWatcher, err := f.watch()
+	if err != nil && watchFailed != nil {
+		watchFailed(err)
+	}
 	defer closeWatcher()
 	// Catch any change made between the first load and the watch.
 	_ = f.Reload()
@@ -101,18 +107,18 @@ func (f *FileCA) Run(ctx context.Context, poll time.Duration) {
 	}
 }
 
-// watch subscribes to the files' directories. Without a watcher it returns a
-// nil channel, and Run relies on polling alone.
-func (f *FileCA) watch() (<-chan fsnotify.Event, func()) {
+// watch subscribes to the files' directories. Without a watcher it returns
+// a nil channel and the reason, and Run relies on polling alone.
+func (f *FileCA) watch() (<-chan fsnotify.Event, func(), error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, func() {}
+		return nil, func() {}, fmt.Errorf("create a file system watcher: %w", err)
 	}
 	dirs := map[string]bool{filepath.Dir(f.CertFile): true, filepath.Dir(f.KeyFile): true}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
 			_ = w.Close()
-			return nil, func() {}
+			return nil, func() {}, fmt.Errorf("watch directory %s: %w", d, err)
 		}
 	}
 	// Errors are not actionable here; drain them so the watcher never blocks.
@@ -120,5 +126,5 @@ func (f *FileCA) watch() (<-chan fsnotify.Event, func()) {
 		for range w.Errors { //nolint:revive // draining
 		}
 	}()
-	return w.Events, func() { _ = w.Close() }
+	return w.Events, func() { _ = w.Close() }, nil
 }
