@@ -12,6 +12,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +36,7 @@ import (
 func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) {
 	t.Helper()
 	sa := serviceAccountConfig(ctx, t, c, admin)
+	waitForChartRBAC(ctx, t, admin)
 	kubeconfig := filepath.Join(c.Dir, "serviceaccount.kubeconfig")
 	if err := cluster.WriteKubeconfig(sa, kubeconfig); err != nil {
 		t.Fatal(err)
@@ -123,6 +125,25 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 
 // serviceAccountConfig returns a client configuration with a token of the
 // chart's ServiceAccount.
+// waitForChartRBAC waits until each of the chart's three bindings grants
+// the ServiceAccount what it binds: helm returns once the objects exist, but
+// the API server authorizes from an informer, and one refusal logged by the
+// controller fails the proof below.
+func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interface) {
+	t.Helper()
+	user := "system:serviceaccount:" + namespace + ":" + fullname
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace}
+	for _, attrs := range []authorizationv1.ResourceAttributes{
+		{Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Verb: "list"},     // the ClusterRole
+		{Group: "coordination.k8s.io", Resource: "leases", Verb: "create", Namespace: namespace}, // leader election
+		{Group: "events.k8s.io", Resource: "events", Verb: "create", Namespace: metav1.NamespaceDefault},
+	} {
+		if err := cluster.WaitAllowed(ctx, admin, user, groups, attrs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
 	t.Helper()
 	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, fullname, &authenticationv1.TokenRequest{

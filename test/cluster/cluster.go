@@ -17,11 +17,13 @@ import (
 	"path/filepath"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -103,8 +105,10 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	args.Set("enable-bootstrap-token-auth", "true")
 	args.Set("enable-admission-plugins", "NodeRestriction")
 	c.Env = &envtest.Environment{
-		BinaryAssetsDirectory:   assets,
-		ControlPlane:            envtest.ControlPlane{APIServer: api},
+		BinaryAssetsDirectory: assets,
+		// etcd gets the API server's patience: a loaded CI machine can take
+		// longer than envtest's 20 s default to start it.
+		ControlPlane:            envtest.ControlPlane{APIServer: api, Etcd: &envtest.Etcd{StartTimeout: time.Minute}},
 		ControlPlaneStopTimeout: 30 * time.Second,
 	}
 	if c.Admin, err = c.Env.Start(); err != nil {
@@ -213,7 +217,23 @@ func (c *Cluster) CreateBootstrapToken(ctx context.Context, id, secret string, t
 	if _, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, s, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create bootstrap token secret: %w", err)
 	}
-	return id + "." + secret, nil
+	token := id + "." + secret
+	// The bootstrap-token authenticator reads Secrets from an informer: wait
+	// until the API server knows the token, so that its first user is not
+	// turned away with 401.
+	tc, err := kubernetes.NewForConfig(c.BootstrapConfig(token))
+	if err != nil {
+		return "", err
+	}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, last = tc.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		return last == nil, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("the API server does not accept bootstrap token %s (last answer: %v): %w", id, last, err)
+	}
+	return token, nil
 }
 
 // BootstrapConfig is the client configuration a kubelet starts with: the API
