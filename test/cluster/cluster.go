@@ -231,7 +231,7 @@ func (c *Cluster) CreateBootstrapToken(ctx context.Context, id, secret string, t
 		return last == nil, nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("the API server does not accept bootstrap token %s (last answer: %v): %w", id, last, err)
+		return "", fmt.Errorf("the API server does not accept bootstrap token %s: %w (last answer: %w)", id, err, last)
 	}
 	return token, nil
 }

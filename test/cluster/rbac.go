@@ -23,19 +23,19 @@ func WaitAllowed(ctx context.Context, cs kubernetes.Interface, user string, grou
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: user, Groups: append(append([]string{}, groups...), "system:authenticated"), ResourceAttributes: &attrs,
 	}}
-	var last string
+	var got *authorizationv1.SubjectAccessReview
+	var last error // the API server's last error; retried until the timeout
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			last = err.Error()
-			return false, nil
-		}
-		last = got.Status.Reason
-		return got.Status.Allowed, nil
+		got, last = cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		return last == nil && got.Status.Allowed, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%s in %v still may not %s %s/%s %s (last answer %q): %w",
-			user, groups, attrs.Verb, attrs.Resource, attrs.Subresource, attrs.Name, last, err)
+		answer := fmt.Sprint(last)
+		if last == nil && got != nil {
+			answer = fmt.Sprintf("denied: %q", got.Status.Reason)
+		}
+		return fmt.Errorf("%s in %v still may not %s %s/%s %s (last answer: %s): %w",
+			user, groups, attrs.Verb, attrs.Resource, attrs.Subresource, attrs.Name, answer, err)
 	}
 	return nil
 }
