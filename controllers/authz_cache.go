@@ -47,14 +47,7 @@ func (c *authzCache) store(spec authorizationv1.SubjectAccessReviewSpec, now tim
 	if c.expires == nil {
 		c.expires = map[[sha256.Size]byte]time.Time{}
 	}
-	if len(c.expires) >= c.pruneAt {
-		for k, exp := range c.expires {
-			if !now.Before(exp) {
-				delete(c.expires, k)
-			}
-		}
-		c.pruneAt = nextPrune(len(c.expires))
-	}
+	pruneWhenGrown(c.expires, &c.pruneAt, func(exp time.Time) bool { return !now.Before(exp) })
 	c.expires[key] = now.Add(ttl)
 }
 

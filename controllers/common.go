@@ -5,6 +5,7 @@
 package controllers
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -60,10 +61,17 @@ type writeGuard struct {
 	pruneAt int // the size at which expired entries are dropped next
 }
 
-// nextPrune is the size at which a map of n live entries is pruned next:
-// twice n, so that a burst of fresh entries costs amortized O(1) per write
-// rather than a full scan each.
-func nextPrune(n int) int { return max(1024, 2*n) }
+// pruneWhenGrown drops the expired entries of m once it has reached *at
+// entries, and sets *at to twice what is left (at least 1024): a burst of
+// fresh entries then costs amortized O(1) per insert rather than a full scan
+// each.
+func pruneWhenGrown[K comparable, V any](m map[K]V, at *int, expired func(V) bool) {
+	if len(m) < *at {
+		return
+	}
+	maps.DeleteFunc(m, func(_ K, v V) bool { return expired(v) })
+	*at = max(1024, 2*len(m))
+}
 
 type guardEntry struct {
 	rv string
@@ -79,14 +87,7 @@ func (g *writeGuard) wrote(csr *certificatesv1.CertificateSigningRequest, rvBefo
 	if g.m == nil {
 		g.m = map[types.UID]guardEntry{}
 	}
-	if len(g.m) >= g.pruneAt {
-		for uid, e := range g.m {
-			if now.Sub(e.at) > guardTTL {
-				delete(g.m, uid)
-			}
-		}
-		g.pruneAt = nextPrune(len(g.m))
-	}
+	pruneWhenGrown(g.m, &g.pruneAt, func(e guardEntry) bool { return now.Sub(e.at) > guardTTL })
 	g.m[csr.UID] = guardEntry{rv: rvBeforeWrite, at: now}
 }
 
