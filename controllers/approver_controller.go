@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"time"
@@ -13,6 +14,8 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -43,7 +46,11 @@ type ApproverOptions struct {
 	// AuthorizationCacheTTL keeps allowed SubjectAccessReview answers this
 	// long (0: never).
 	AuthorizationCacheTTL time.Duration
-	Now                   func() time.Time
+	// APIServerReady reports whether the API server is ready; a refused
+	// SubjectAccessReview counts only from a ready server. Setup fills it
+	// with GET /readyz.
+	APIServerReady func(ctx context.Context) error
+	Now            func() time.Time
 }
 
 // ApproverReconciler approves or denies kubelet CSRs: it gathers the facts
@@ -247,14 +254,57 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 	if r.Options.AuthorizationCacheTTL > 0 && r.allowed.hit(spec, now) {
 		return &approver.Authorization{Allowed: true, Reason: "allowed by a SubjectAccessReview moments ago"}, nil
 	}
-	sar := &authorizationv1.SubjectAccessReview{Spec: spec}
-	if err := r.Client.Create(ctx, sar); err != nil {
-		return nil, fmt.Errorf("create SubjectAccessReview for %q: %w", csr.Spec.Username, err)
+	sar, err := r.review(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if !sar.Status.Allowed && r.Options.APIServerReady != nil {
+		// A kube-apiserver that has just started answers from RBAC rules it
+		// has not finished loading: it refuses what it will allow a moment
+		// later, and it is not ready until it has them. A refusal therefore
+		// counts only when the server is ready afterwards and says it again.
+		if err := r.Options.APIServerReady(ctx); err != nil {
+			// Not an error of this reconcile: an answer that the policy
+			// turns into a retry within the grace period.
+			return &approver.Authorization{EvaluationError: "the API server is not ready, so its authorizer may not have loaded its rules yet (" + err.Error() + ")"}, nil //nolint:nilerr // see above
+		}
+		if sar, err = r.review(ctx, spec); err != nil {
+			return nil, err
+		}
 	}
 	if sar.Status.Allowed {
 		r.allowed.store(spec, now, r.Options.AuthorizationCacheTTL)
 	}
 	return &approver.Authorization{Allowed: sar.Status.Allowed, Reason: sar.Status.Reason, EvaluationError: sar.Status.EvaluationError}, nil
+}
+
+func (r *ApproverReconciler) review(ctx context.Context, spec authorizationv1.SubjectAccessReviewSpec) (*authorizationv1.SubjectAccessReview, error) {
+	sar := &authorizationv1.SubjectAccessReview{Spec: spec}
+	if err := r.Client.Create(ctx, sar); err != nil {
+		return nil, fmt.Errorf("create SubjectAccessReview for %q: %w", spec.User, err)
+	}
+	return sar, nil
+}
+
+// APIServerReadyz returns a check of the API server's /readyz, which fails
+// until the server has loaded what it authorizes from (its informer-sync
+// check) among others.
+func APIServerReadyz(cfg *rest.Config, hc *http.Client) (func(context.Context) error, error) {
+	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		res := dc.RESTClient().Get().AbsPath("/readyz").Do(ctx)
+		if err := res.Error(); err != nil {
+			var code int
+			if res.StatusCode(&code); code != 0 {
+				return fmt.Errorf("GET /readyz answered %d", code)
+			}
+			return fmt.Errorf("GET /readyz: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // Resolve looks names up, each with its own timeout, and tells timeouts and

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -281,6 +282,53 @@ func TestAllowedReviewsAreRememberedDenialsNever(t *testing.T) {
 	if n := reviews.Load(); n != 3 {
 		t.Errorf("%d SubjectAccessReviews after two renewals by two nodes, want 3", n)
 	}
+}
+
+// A kube-apiserver that has just restarted refuses SubjectAccessReviews
+// until its RBAC informers have synced, and says so on /readyz. A refusal
+// from a server that is not ready must not deny a kubelet; a refusal from a
+// ready server is asked again before it counts.
+func TestARefusalFromAnAPIServerThatIsNotReadyDeniesNothing(t *testing.T) {
+	var restarting atomic.Bool
+	restarting.Store(true)
+	var reviews, refused atomic.Int32
+	funcs := &interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		sar, ok := obj.(*authorizationv1.SubjectAccessReview)
+		if !ok {
+			return c.Create(ctx, obj, opts...)
+		}
+		reviews.Add(1)
+		// While "restarting", and once more after, answer as an API server
+		// whose RBAC rules are not loaded yet does.
+		if restarting.Load() || refused.Load() == 0 {
+			refused.Add(1)
+			sar.Status = authorizationv1.SubjectAccessReviewStatus{Allowed: false}
+			return nil
+		}
+		return c.Create(ctx, obj, opts...)
+	}}
+	h := startIntercepted(t, func(o *controllers.Options) {
+		o.Approver.APIServerReady = func(context.Context) error {
+			if restarting.Load() {
+				return errors.New("GET /readyz answered 500")
+			}
+			return nil
+		}
+	}, funcs)
+	c := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("restarted-1", "abcdef"), "restarted-1"))
+	waitUntil(t, "the approver has asked three times", func() bool { return reviews.Load() >= 3 })
+	got, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(context.Background(), c.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !approver.StateOf(got).Pending() {
+		t.Fatalf("decided while the API server was not ready: %s", describe(got))
+	}
+	h.waitForEvent(c.Name, "the API server is not ready")
+
+	restarting.Store(false)
+	refused.Store(0) // the first answer after the restart is still a refusal
+	h.waitFor(c.Name, "issued", issued)
 }
 
 func TestARenewalAfterAnIssuedCertificateIsApproved(t *testing.T) {

@@ -60,6 +60,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if o.Approver.Resolver == nil {
 		o.Approver.Resolver = net.DefaultResolver
 	}
+	if o.Approver.APIServerReady == nil {
+		ready, err := APIServerReadyz(mgr.GetConfig(), mgr.GetHTTPClient())
+		if err != nil {
+			return fmt.Errorf("build the API server readiness check: %w", err)
+		}
+		o.Approver.APIServerReady = ready
+	}
 
 	m := NewMetrics()
 	if err := m.Register(o.Registry); err != nil {

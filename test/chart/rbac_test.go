@@ -16,6 +16,9 @@ func grants(rules []rbacv1.PolicyRule) []string {
 	var out []string
 	for _, r := range rules {
 		for _, verb := range r.Verbs {
+			for _, url := range r.NonResourceURLs {
+				out = append(out, verb+" "+url)
+			}
 			for _, group := range r.APIGroups {
 				if group == "" {
 					group = "core"
@@ -45,7 +48,7 @@ const (
 var (
 	readCSRs   = []string{"get certificates.k8s.io/certificatesigningrequests", "list certificates.k8s.io/certificatesigningrequests", "watch certificates.k8s.io/certificatesigningrequests"}
 	deleteCSRs = []string{"delete certificates.k8s.io/certificatesigningrequests"}
-	sar        = []string{"create authorization.k8s.io/subjectaccessreviews"}
+	sar        = []string{"create authorization.k8s.io/subjectaccessreviews", "get /readyz"}
 	readNodes  = []string{"get core/nodes", "list core/nodes", "watch core/nodes"}
 )
 
