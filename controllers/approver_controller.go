@@ -95,6 +95,11 @@ func (r *ApproverReconciler) handles(csr *certificatesv1.CertificateSigningReque
 
 // Reconcile decides one CSR.
 func (r *ApproverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	return res, inCSR(req, err)
+}
+
+func (r *ApproverReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	csr := &certificatesv1.CertificateSigningRequest{}
 	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

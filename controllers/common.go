@@ -5,6 +5,7 @@
 package controllers
 
 import (
+	"fmt"
 	"maps"
 	"sync"
 	"time"
@@ -104,6 +105,17 @@ func (g *writeGuard) stale(csr *certificatesv1.CertificateSigningRequest) bool {
 	}
 	delete(g.m, csr.UID)
 	return false
+}
+
+// inCSR names the CSR in an error a reconcile returns. controller-runtime
+// logs it as "Reconciler error" with the logger controllerOptions builds,
+// which does not name the request, and an error such as a connection lost
+// mid-write does not name it either.
+func inCSR(req reconcile.Request, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("CSR %s: %w", req.Name, err)
 }
 
 // controllerOptions are the options of the controllers: workers, a

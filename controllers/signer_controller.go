@@ -84,6 +84,11 @@ func (r *SignerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile signs one CSR.
 func (r *SignerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	return res, inCSR(req, err)
+}
+
+func (r *SignerReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	csr := &certificatesv1.CertificateSigningRequest{}
 	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
