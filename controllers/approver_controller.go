@@ -268,10 +268,10 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 		// has not finished loading: it refuses what it will allow a moment
 		// later, and it is not ready until it has them. A refusal therefore
 		// counts only when the server is ready afterwards and says it again.
+		// Until it is, the CSR is retried with the reconciler's back-off
+		// (from 50 ms), however long that takes: never denied.
 		if err := r.Options.APIServerReady(ctx); err != nil {
-			// Not an error of this reconcile: an answer that the policy
-			// turns into a retry within the grace period.
-			return &approver.Authorization{EvaluationError: "the API server is not ready, so its authorizer may not have loaded its rules yet (" + err.Error() + ")"}, nil //nolint:nilerr // see above
+			return nil, fmt.Errorf("a SubjectAccessReview refused %q, but the API server is not ready, so its authorizer may not have loaded its rules yet: %w", spec.User, err)
 		}
 		if sar, err = r.review(ctx, spec); err != nil {
 			return nil, err
