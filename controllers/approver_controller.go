@@ -257,12 +257,14 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 	}
 	now := r.Options.Now()
 	if r.Options.AuthorizationCacheTTL > 0 && r.allowed.hit(spec, now) {
+		r.Metrics.Reviews.WithLabelValues("remembered").Inc()
 		return &approver.Authorization{Allowed: true, Reason: "allowed by a SubjectAccessReview moments ago"}, nil
 	}
 	sar, err := r.review(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
+	answer := "allowed"
 	if !sar.Status.Allowed && r.Options.APIServerReady != nil {
 		// A kube-apiserver that has just started answers from RBAC rules it
 		// has not finished loading: it refuses what it will allow a moment
@@ -271,15 +273,20 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 		// Until it is, the CSR is retried with the reconciler's back-off
 		// (from 50 ms), however long that takes: never denied.
 		if err := r.Options.APIServerReady(ctx); err != nil {
+			r.Metrics.Reviews.WithLabelValues("api_server_not_ready").Inc()
 			return nil, fmt.Errorf("a SubjectAccessReview refused %q, but the API server is not ready, so its authorizer may not have loaded its rules yet: %w", spec.User, err)
 		}
 		if sar, err = r.review(ctx, spec); err != nil {
 			return nil, err
 		}
+		answer = "refused_then_allowed"
 	}
 	if sar.Status.Allowed {
 		r.allowed.store(spec, now, r.Options.AuthorizationCacheTTL)
+	} else {
+		answer = "refused"
 	}
+	r.Metrics.Reviews.WithLabelValues(answer).Inc()
 	return &approver.Authorization{Allowed: sar.Status.Allowed, Reason: sar.Status.Reason, EvaluationError: sar.Status.EvaluationError}, nil
 }
 

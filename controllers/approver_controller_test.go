@@ -127,6 +127,10 @@ func TestUnauthorisedClientCSRIsDenied(t *testing.T) {
 	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, `"alice"`) {
 		t.Errorf("want NotAuthorized naming alice, got %s: %s", d.Reason, d.Message)
 	}
+	// Asked twice (the API server was ready), refused twice.
+	if n := h.counter("kubelet_csr_controller_authorization_reviews_total", map[string]string{"answer": "refused"}); n != 1 {
+		t.Errorf("authorization_reviews_total{answer=refused} = %v, want 1", n)
+	}
 	// (A node asking for another node's client certificate never gets here:
 	// the API server refuses to create it. The approver's own rule for it is
 	// covered by the approver package's tests.)
@@ -274,6 +278,11 @@ func TestAllowedReviewsAreRememberedDenialsNever(t *testing.T) {
 	if n := reviews.Load(); n != 1 {
 		t.Errorf("%d SubjectAccessReviews for five CSRs from one bootstrap token, want 1", n)
 	}
+	for answer, want := range map[string]float64{"allowed": 1, "remembered": 4} {
+		if n := h.counter("kubelet_csr_controller_authorization_reviews_total", map[string]string{"answer": answer}); n != want {
+			t.Errorf("authorization_reviews_total{answer=%s} = %v, want %v", answer, n, want)
+		}
+	}
 	// Nodes renewing are different requesters: one review each.
 	for i := range 2 {
 		c := h.create(asNode(fmt.Sprintf("scale-%d", i)), named(pki.ClientRenewal(fmt.Sprintf("scale-%d", i)), fmt.Sprintf("scale-renew-%d", i)))
@@ -325,9 +334,16 @@ func TestARefusalFromAnAPIServerThatIsNotReadyDeniesNothing(t *testing.T) {
 		t.Fatalf("decided while the API server was not ready: %s", describe(got))
 	}
 
+	if n := h.counter("kubelet_csr_controller_authorization_reviews_total", map[string]string{"answer": "api_server_not_ready"}); n < 2 {
+		t.Errorf("authorization_reviews_total{answer=api_server_not_ready} = %v, want at least 2", n)
+	}
+
 	restarting.Store(false)
 	refused.Store(0) // the first answer after the restart is still a refusal
 	h.waitFor(c.Name, "issued", issued)
+	if n := h.counter("kubelet_csr_controller_authorization_reviews_total", map[string]string{"answer": "refused_then_allowed"}); n != 1 {
+		t.Errorf("authorization_reviews_total{answer=refused_then_allowed} = %v, want 1", n)
+	}
 }
 
 func TestARenewalAfterAnIssuedCertificateIsApproved(t *testing.T) {

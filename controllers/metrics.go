@@ -33,6 +33,7 @@ type Metrics struct {
 	EventsQueued     prometheus.Gauge
 	EventsDropped    prometheus.Counter
 	EventsFailed     prometheus.Counter
+	Reviews          *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -80,6 +81,10 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "events_failed_total",
 			Help: "Events the API server refused.",
 		}),
+		Reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "authorization_reviews_total",
+			Help: "Requester authorizations, by answer: allowed, remembered (allowed moments ago, no review made), refused, refused_then_allowed (a refusal the API server withdrew when asked again), api_server_not_ready (a refusal from a server that is not ready, retried).",
+		}, []string{"answer"}),
 	}
 }
 
@@ -87,7 +92,7 @@ func NewMetrics() *Metrics {
 // binary). Metrics already registered by an earlier manager in the same
 // process (tests) are reused, so counts carry on.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []any{&m.Decisions, &m.DecisionLatency, &m.Issued, &m.SigningFailures, &m.IssuanceLatency, &m.CAReloadFailures, &m.Cleaned, &m.EventsQueued, &m.EventsDropped, &m.EventsFailed} {
+	for _, c := range []any{&m.Decisions, &m.DecisionLatency, &m.Issued, &m.SigningFailures, &m.IssuanceLatency, &m.CAReloadFailures, &m.Cleaned, &m.EventsQueued, &m.EventsDropped, &m.EventsFailed, &m.Reviews} {
 		var err error
 		switch v := c.(type) {
 		case **prometheus.CounterVec:

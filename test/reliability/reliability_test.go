@@ -120,6 +120,16 @@ func poll(ctx context.Context, t *testing.T, timeout time.Duration, what string,
 	return cluster.Poll(ctx, t, 100*time.Millisecond, timeout, what, cond)
 }
 
+// metricValue finds one sample in a /metrics page ("0" when absent).
+func metricValue(page, series string) string {
+	for line := range strings.Lines(page) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "0"
+}
+
 // leads reports whether the process holds the Lease, by its own metric.
 func leads(ctx context.Context, p *cluster.Controller) bool {
 	m, err := p.Metrics(ctx)
@@ -268,8 +278,16 @@ func TestAPIServerRestartMidFlood(t *testing.T) {
 	if p.Cmd.ProcessState != nil || syscall.Kill(p.Cmd.Process.Pid, 0) != nil {
 		t.Fatal("the controller exited: it must recover without a restart")
 	}
-	t.Logf("RESULT API server killed, down and ready again in %.1fs with %d of %d issued; the controller issued again %.1fs after it was back; all %d issued %.1fs after the stop, same process",
-		outage.Seconds(), before, flood, recovered.Seconds(), flood, time.Since(stoppedAt).Seconds())
+	done := time.Since(stoppedAt)
+	m, err := p.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviews := func(answer string) string {
+		return metricValue(m, `kubelet_csr_controller_authorization_reviews_total{answer="`+answer+`"}`)
+	}
+	t.Logf("RESULT API server killed, down and ready again in %.1fs with %d of %d issued; the controller issued again %.1fs after it was back; all %d issued %.1fs after the stop, same process; reviews refused by the restarted server: %s while not ready (retried), %s withdrawn when asked again",
+		outage.Seconds(), before, flood, recovered.Seconds(), flood, done.Seconds(), reviews("api_server_not_ready"), reviews("refused_then_allowed"))
 	e.checkIssuedOnce(ctx, t, "restart", p.LogFile)
 }
 
