@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -67,6 +68,8 @@ type ApproverReconciler struct {
 	queues   *queueDepth
 	verified *recentSet // shared with the signer; may be nil
 	allowed  authzCache
+	// readinessUnknown logs, once, that /readyz cannot be read.
+	readinessUnknown sync.Once
 	// dryRunSeen remembers the dry-run outcomes already reported.
 	dryRunSeen *recentSet
 }
@@ -264,30 +267,55 @@ func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.
 	if err != nil {
 		return nil, err
 	}
-	answer := "allowed"
+	answer, note := "allowed", ""
 	if !sar.Status.Allowed && r.Options.APIServerReady != nil {
-		// A kube-apiserver that has just started answers from RBAC rules it
-		// has not finished loading: it refuses what it will allow a moment
-		// later, and it is not ready until it has them. A refusal therefore
-		// counts only when the server is ready afterwards and says it again.
-		// Until it is, the CSR is retried with the reconciler's back-off
-		// (from 50 ms), however long that takes: never denied.
-		if err := r.Options.APIServerReady(ctx); err != nil {
-			r.Metrics.Reviews.WithLabelValues("api_server_not_ready").Inc()
-			return nil, fmt.Errorf("a SubjectAccessReview refused %q, but the API server is not ready, so its authorizer may not have loaded its rules yet: %w", spec.User, err)
-		}
-		if sar, err = r.review(ctx, spec); err != nil {
+		if sar, answer, note, err = r.confirmRefusal(ctx, csr, sar, now); err != nil {
 			return nil, err
 		}
-		answer = "refused_then_allowed"
 	}
 	if sar.Status.Allowed {
 		r.allowed.store(spec, now, r.Options.AuthorizationCacheTTL)
-	} else {
-		answer = "refused"
 	}
 	r.Metrics.Reviews.WithLabelValues(answer).Inc()
-	return &approver.Authorization{Allowed: sar.Status.Allowed, Reason: sar.Status.Reason, EvaluationError: sar.Status.EvaluationError}, nil
+	a := &approver.Authorization{Allowed: sar.Status.Allowed, Reason: sar.Status.Reason, EvaluationError: sar.Status.EvaluationError}
+	if note != "" && a.EvaluationError == "" {
+		a.EvaluationError = note
+	}
+	return a, nil
+}
+
+// confirmRefusal decides whether a refused review counts. A kube-apiserver
+// that has just started answers from RBAC rules it has not finished loading:
+// it refuses what it will allow a moment later, and /readyz fails until it
+// has them. So a refusal counts when the server is ready afterwards and
+// refuses again. While it is not ready the reconcile fails and is retried
+// with back-off (from 50 ms), within the grace period after the CSR's
+// creation; after that, or when readiness cannot be read at all (401, 403,
+// 404), the refusal stands, with a note saying so: an unauthorized
+// requester cannot make the controller retry forever.
+func (r *ApproverReconciler) confirmRefusal(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, refused *authorizationv1.SubjectAccessReview, now time.Time) (sar *authorizationv1.SubjectAccessReview, answer, note string, err error) {
+	spec := refused.Spec
+	readyErr := r.Options.APIServerReady(ctx)
+	switch {
+	case readyErr == nil:
+		if sar, err = r.review(ctx, spec); err != nil {
+			return nil, "", "", err
+		}
+		if sar.Status.Allowed {
+			return sar, "refused_then_allowed", "", nil
+		}
+		return sar, "refused", "", nil
+	case errors.Is(readyErr, ErrReadinessUnknown):
+		r.readinessUnknown.Do(func() {
+			log.FromContext(ctx).Error(readyErr, "refused SubjectAccessReviews count without a readiness check; grant get on /readyz to tell a restarting API server from a refusal")
+		})
+		return refused, "refused", "", nil
+	case now.Sub(csr.CreationTimestamp.Time) < r.Options.Policy.GracePeriod:
+		r.Metrics.Reviews.WithLabelValues("api_server_not_ready").Inc()
+		return nil, "", "", fmt.Errorf("a SubjectAccessReview refused %q, but the API server is not ready, so its authorizer may not have loaded its rules yet: %w", spec.User, readyErr)
+	default:
+		return refused, "refused", fmt.Sprintf("the API server was still not ready %s after the request was made: %v", r.Options.Policy.GracePeriod, readyErr), nil
+	}
 }
 
 func (r *ApproverReconciler) review(ctx context.Context, spec authorizationv1.SubjectAccessReviewSpec) (*authorizationv1.SubjectAccessReview, error) {
@@ -298,6 +326,14 @@ func (r *ApproverReconciler) review(ctx context.Context, spec authorizationv1.Su
 	return sar, nil
 }
 
+// ErrReadinessUnknown is returned by an APIServerReady check that could
+// not read the API server's readiness (not allowed, or no such endpoint).
+var ErrReadinessUnknown = errors.New("the API server's readiness cannot be read")
+
+// readyzTimeout bounds one readiness check: the manager's HTTP client has
+// no timeout of its own.
+const readyzTimeout = 5 * time.Second
+
 // APIServerReadyz returns a check of the API server's /readyz, which fails
 // until the server has loaded what it authorizes from (its informer-sync
 // check) among others.
@@ -307,15 +343,21 @@ func APIServerReadyz(cfg *rest.Config, hc *http.Client) (func(context.Context) e
 		return nil, err
 	}
 	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, readyzTimeout)
+		defer cancel()
 		res := dc.RESTClient().Get().AbsPath("/readyz").Do(ctx)
-		if err := res.Error(); err != nil {
-			var code int
-			if res.StatusCode(&code); code != 0 {
-				return fmt.Errorf("GET /readyz answered %d", code)
-			}
-			return fmt.Errorf("GET /readyz: %w", err)
+		err := res.Error()
+		if err == nil {
+			return nil
 		}
-		return nil
+		var code int
+		switch res.StatusCode(&code); code {
+		case 0:
+			return fmt.Errorf("GET /readyz: %w", err)
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return fmt.Errorf("%w: GET /readyz answered %d: %w", ErrReadinessUnknown, code, err)
+		}
+		return fmt.Errorf("GET /readyz answered %d: %w", code, err)
 	}, nil
 }
 

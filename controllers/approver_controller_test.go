@@ -346,6 +346,39 @@ func TestARefusalFromAnAPIServerThatIsNotReadyDeniesNothing(t *testing.T) {
 	}
 }
 
+// An unauthorized requester cannot make the controller retry forever: past
+// the grace period, or when readiness cannot be read at all, a refusal
+// stands and says why.
+func TestARefusalStandsWhenReadinessCannotHelp(t *testing.T) {
+	tests := []struct {
+		name        string
+		ready       error
+		grace       time.Duration
+		wantMessage string
+	}{
+		{"an API server that stays not ready past the grace period", errors.New("GET /readyz answered 500"), 2 * time.Second, "still not ready 2s after the request was made"},
+		{"readiness that cannot be read", fmt.Errorf("%w: GET /readyz answered 403", controllers.ErrReadinessUnknown), time.Hour, "is not allowed to create"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			revoke, err := env.AllowToFileCSRs(context.Background(), "mallory")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(revoke)
+			h := start(t, func(o *controllers.Options) {
+				o.Approver.Policy.GracePeriod = tc.grace
+				o.Approver.APIServerReady = func(context.Context) error { return tc.ready }
+			})
+			c := h.create(as("mallory"), named(pki.ClientRenewal("victim-1"), fmt.Sprintf("mallory-%d", i)))
+			got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+			if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, tc.wantMessage) {
+				t.Errorf("want NotAuthorized saying %q, got %s: %s", tc.wantMessage, d.Reason, d.Message)
+			}
+		})
+	}
+}
+
 func TestARenewalAfterAnIssuedCertificateIsApproved(t *testing.T) {
 	h := start(t, nil)
 	h.registerNode("again-1", "10.10.0.1")
