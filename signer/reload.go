@@ -2,6 +2,7 @@ package signer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -96,6 +97,9 @@ func (f *FileCA) Run(ctx context.Context, poll time.Duration, watchFailed func(e
 		case _, ok := <-events:
 			if !ok {
 				events = nil // the watcher broke; polling carries on
+				if watchFailed != nil {
+					watchFailed(errors.New("the file system watcher stopped"))
+				}
 				continue
 			}
 			timer.Reset(debounce)
