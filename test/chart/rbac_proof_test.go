@@ -123,8 +123,6 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 	})
 }
 
-// serviceAccountConfig returns a client configuration with a token of the
-// chart's ServiceAccount.
 // waitForChartRBAC waits until each of the chart's three bindings grants
 // the ServiceAccount what it binds: helm returns once the objects exist, but
 // the API server authorizes from an informer, and one refusal logged by the
@@ -144,6 +142,8 @@ func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interf
 	}
 }
 
+// serviceAccountConfig returns a client configuration with a token of the
+// chart's ServiceAccount.
 func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
 	t.Helper()
 	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, fullname, &authenticationv1.TokenRequest{

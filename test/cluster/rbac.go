@@ -34,8 +34,12 @@ func WaitAllowed(ctx context.Context, cs kubernetes.Interface, user string, grou
 		if last == nil && got != nil {
 			answer = fmt.Sprintf("denied: %q", got.Status.Reason)
 		}
-		return fmt.Errorf("%s in %v still may not %s %s/%s %s (last answer: %s): %w",
-			user, groups, attrs.Verb, attrs.Resource, attrs.Subresource, attrs.Name, answer, err)
+		what := attrs.Resource
+		if attrs.Subresource != "" {
+			what += "/" + attrs.Subresource
+		}
+		return fmt.Errorf("%s in %v still may not %s %s %s (last answer: %s): %w",
+			user, groups, attrs.Verb, what, attrs.Name, answer, err)
 	}
 	return nil
 }
