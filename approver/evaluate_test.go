@@ -287,6 +287,9 @@ func TestEvaluateNodeClient(t *testing.T) {
 func TestEvaluateServing(t *testing.T) {
 	t.Parallel()
 	serving := func(dns []string, addrs ...string) pki.CSR { return pki.Serving("n1", dns, ips(addrs...)) }
+	// anyName admits every DNS name by pattern, so that only the rule under
+	// test can refuse one.
+	anyName := func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} }
 	thousands := make([]string, 3000)
 	for i := range thousands {
 		thousands[i] = fmt.Sprintf("h%d.example.com", i)
@@ -496,21 +499,21 @@ func TestEvaluateServing(t *testing.T) {
 		{
 			name:   "a DNS name spelled as an IPv4 address is invalid, even when a pattern admits it",
 			csr:    serving([]string{"10.0.0.1"}),
-			policy: func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} },
+			policy: anyName,
 			facts:  approver.Facts{Node: n1},
 			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
 		},
 		{
 			name:   "a DNS name that a URL parser reads as an IPv4 number is invalid",
 			csr:    serving([]string{"2130706433"}, "10.0.0.1"),
-			policy: func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} },
+			policy: anyName,
 			facts:  approver.Facts{Node: n1},
 			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
 		},
 		{
 			name:   "a DNS name whose last label is a hex number is invalid",
 			csr:    serving([]string{"host.0x7F000001."}),
-			policy: func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} },
+			policy: anyName,
 			facts:  approver.Facts{Node: n1},
 			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
 		},
@@ -519,7 +522,7 @@ func TestEvaluateServing(t *testing.T) {
 			csr:  serving([]string{"203.0.113.5"}, "10.0.0.1"),
 			policy: func(p *approver.Policy) {
 				p.Serving.SharedPrefixes = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
-				p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)}
+				anyName(p)
 			},
 			facts: approver.Facts{Node: node("n1", "10.0.0.1", "203.0.113.5"), Claimants: map[string][]string{"203.0.113.5": {"n2"}}},
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
