@@ -101,11 +101,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 // against a real API server with leader election.
 func TestManagerLeadsServesProbesAndMetrics(t *testing.T) {
 	ctx := context.Background()
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
+	c := cluster.StartForTest(ctx, t)
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.yaml")

@@ -31,11 +31,7 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	// other packages' API servers run beside it under -race.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
+	c := cluster.StartForTest(ctx, t)
 	admin := kubernetes.NewForConfigOrDie(c.Admin)
 
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {

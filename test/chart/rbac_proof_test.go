@@ -41,10 +41,7 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 	if err := cluster.WriteKubeconfig(sa, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	bin, err := cluster.ControllerBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := cluster.ControllerBinaryForTest(ctx, t)
 	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{
 		Binary: bin, ConfigFile: installedConfig(ctx, t, c, admin), Kubeconfig: kubeconfig, Name: "chart-serviceaccount",
 		// The chart's Role covers Leases in the release namespace only.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -127,6 +128,18 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// StartForTest starts a control plane that stops when the test ends; one
+// that does not start fails the test.
+func StartForTest(ctx context.Context, t testing.TB) *Cluster {
+	t.Helper()
+	c, err := Start(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c
 }
 
 // Stop stops the control plane and removes what Start created.

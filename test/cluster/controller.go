@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,6 +49,17 @@ func ControllerBinary(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("build the controller: %w\n%s", err, b)
 	}
 	return out, nil
+}
+
+// ControllerBinaryForTest is ControllerBinary into the test's temporary
+// directory; a binary that cannot be had fails the test.
+func ControllerBinaryForTest(ctx context.Context, t testing.TB) string {
+	t.Helper()
+	bin, err := ControllerBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // ControllerConfig returns the configuration of an empty file with the

@@ -33,15 +33,8 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	bin, err := cluster.ControllerBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := cluster.StartForTest(ctx, t)
+	bin := cluster.ControllerBinaryForTest(ctx, t)
 	cfgFile := filepath.Join(c.Dir, "config.yaml")
 	if err := cluster.WriteConfig(cluster.ShortLived(c.ControllerConfig(), signingDuration), cfgFile); err != nil {
 		t.Fatal(err)

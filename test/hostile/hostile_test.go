@@ -71,11 +71,7 @@ type entry struct {
 
 func TestHostileRequests(t *testing.T) {
 	ctx := context.Background()
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
+	c := cluster.StartForTest(ctx, t)
 	stop := startControllers(t, c, nil)
 	// n2 is "another node"; each serving case registers its own node with
 	// n1's addresses.

@@ -45,15 +45,8 @@ type env struct {
 
 func setUp(ctx context.Context, t *testing.T) *env {
 	t.Helper()
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	bin, err := cluster.ControllerBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := cluster.StartForTest(ctx, t)
+	bin := cluster.ControllerBinaryForTest(ctx, t)
 	e := &env{c: c, bin: bin, cfgFile: filepath.Join(c.Dir, "config.yaml"), admin: c.AdminClientset()}
 	if err := cluster.WriteConfig(c.ControllerConfig(), e.cfgFile); err != nil {
 		t.Fatal(err)
