@@ -39,12 +39,8 @@ func ruleServingSANs(r *Request, p *Policy) *Decision {
 			d := deny(ReasonSANInvalid, fmt.Sprintf("IP address %v is not a valid address.", ip))
 			return &d
 		}
-		if why := forbiddenIP(a); why != "" {
+		if why := forbiddenIP(a, &p.Serving); why != "" {
 			d := deny(ReasonSANForbidden, fmt.Sprintf("IP address %s is %s; no node may hold a certificate for it.", a, why))
-			return &d
-		}
-		if slices.ContainsFunc(p.Serving.DeniedPrefixes, func(pr netip.Prefix) bool { return pr.Contains(a) }) {
-			d := deny(ReasonSANForbidden, fmt.Sprintf("IP address %s is in approver.kubeletServing.deniedCIDRs; no node may hold a certificate for it.", a))
 			return &d
 		}
 	}
@@ -65,15 +61,9 @@ func checkDNSName(name string, p *Policy) *Decision {
 		d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q reads as an IPv4 address; an address belongs in the request's IP addresses, where policy checks it as one.", name))
 		return &d
 	}
-	if why := forbiddenName(c, p.Serving.ClusterDomain); why != "" {
+	if why := forbiddenName(c, &p.Serving); why != "" {
 		d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is %s; no node may hold a certificate for it.", name, why))
 		return &d
-	}
-	for _, denied := range p.Serving.DeniedNames {
-		if c == denied || (strings.HasPrefix(denied, ".") && strings.HasSuffix(c, denied)) {
-			d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q is in approver.kubeletServing.deniedNames; no node may hold a certificate for it.", name))
-			return &d
-		}
 	}
 	return nil
 }
@@ -94,8 +84,9 @@ func endsInNumber(c string) bool {
 }
 
 // forbiddenName says why a canonical DNS name may never be in a kubelet
-// serving certificate, or "".
-func forbiddenName(c, clusterDomain string) string {
+// serving certificate (by nature, or by s.DeniedNames), or "".
+func forbiddenName(c string, s *ServingPolicy) string {
+	clusterDomain := s.ClusterDomain
 	switch {
 	case c == "localhost" || strings.HasSuffix(c, ".localhost") || c == "localhost.localdomain":
 		return "a loopback name"
@@ -106,12 +97,17 @@ func forbiddenName(c, clusterDomain string) string {
 	case clusterDomain != "" && (c == clusterDomain || strings.HasSuffix(c, "."+clusterDomain)):
 		return "under the cluster domain " + clusterDomain
 	}
+	for _, denied := range s.DeniedNames {
+		if c == denied || (strings.HasPrefix(denied, ".") && strings.HasSuffix(c, denied)) {
+			return "in approver.kubeletServing.deniedNames"
+		}
+	}
 	return ""
 }
 
 // forbiddenIP says why an address may never be in a kubelet serving
-// certificate, or "".
-func forbiddenIP(a netip.Addr) string {
+// certificate (by nature, or by s.DeniedPrefixes), or "".
+func forbiddenIP(a netip.Addr, s *ServingPolicy) string {
 	switch {
 	case a.IsLoopback():
 		return "a loopback address"
@@ -123,8 +119,15 @@ func forbiddenIP(a netip.Addr) string {
 		return "a link-local address"
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return "the broadcast address"
+	case inAny(s.DeniedPrefixes, a):
+		return "in approver.kubeletServing.deniedCIDRs"
 	}
 	return ""
+}
+
+// inAny reports whether a is in one of prefixes.
+func inAny(prefixes []netip.Prefix, a netip.Addr) bool {
+	return slices.ContainsFunc(prefixes, func(pr netip.Prefix) bool { return pr.Contains(a) })
 }
 
 // nodeAddresses are a Node's status.addresses in canonical form.
@@ -224,7 +227,7 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 		return missingFact(FactClaimants, "the other Nodes' addresses")
 	}
 	for _, key := range SANKeys(r) {
-		if ip, err := netip.ParseAddr(key); err == nil && slices.ContainsFunc(p.Serving.SharedPrefixes, func(pr netip.Prefix) bool { return pr.Contains(ip) }) {
+		if ip, err := netip.ParseAddr(key); err == nil && inAny(p.Serving.SharedPrefixes, ip) {
 			continue
 		}
 		if others := f.Claimants[key]; len(others) > 0 {
@@ -237,7 +240,7 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 		if slices.Contains(own.ips, a) {
 			continue
 		}
-		if slices.ContainsFunc(p.Serving.IPPrefixes, func(pr netip.Prefix) bool { return pr.Contains(a) }) {
+		if inAny(p.Serving.IPPrefixes, a) {
 			continue
 		}
 		d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("IP address %s is not one of Node %q's addresses %s; allow it with approver.kubeletServing.ipCIDRs.", a, r.NodeName, own.ipList()))
