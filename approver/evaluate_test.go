@@ -997,7 +997,8 @@ func TestClaimantsOf(t *testing.T) {
 		"shared.example.com": {"n3"},
 		"2001:db8::9":        {"n3"},
 	}
-	if diff := cmp.Diff(want, approver.ClaimantsOf(r, others)); diff != "" {
+	p := approver.DefaultPolicy()
+	if diff := cmp.Diff(want, approver.ClaimantsOf(r, &p, others)); diff != "" {
 		t.Errorf("ClaimantsOf() mismatch (-want +got):\n%s", diff)
 	}
 }

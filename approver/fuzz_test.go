@@ -103,7 +103,7 @@ func FuzzEvaluate(f *testing.F) {
 		}}}
 		p := approver.DefaultPolicy()
 		f := &approver.Facts{Now: now, Node: node, Authorization: &approver.Authorization{Allowed: authorized},
-			Claimants: approver.ClaimantsOf(r, []*corev1.Node{other})}
+			Claimants: approver.ClaimantsOf(r, &p, []*corev1.Node{other})}
 		d := approver.Evaluate(r, f, &p)
 		if d.Verdict != approver.Approve {
 			return

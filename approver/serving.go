@@ -173,11 +173,11 @@ func NodeAddressKeys(n *corev1.Node) []string {
 	return keys
 }
 
-// ClaimantsOf answers Facts.Claimants: for each SAN of r, the Nodes of
-// others, except r's own, whose addresses list it.
-func ClaimantsOf(r *Request, others []*corev1.Node) map[string][]string {
+// ClaimantsOf answers Facts.Claimants: for each of r's ClaimKeys, the Nodes
+// of others, except r's own, whose addresses list it.
+func ClaimantsOf(r *Request, p *Policy, others []*corev1.Node) map[string][]string {
 	claimants := map[string][]string{}
-	sans := SANKeys(r)
+	sans := ClaimKeys(r, p)
 	for _, n := range others {
 		if n.Name == r.NodeName {
 			continue
@@ -191,8 +191,10 @@ func ClaimantsOf(r *Request, others []*corev1.Node) map[string][]string {
 	return claimants
 }
 
-// SANKeys lists the AddressKeys of a request's DNS names and IP addresses.
-func SANKeys(r *Request) []string {
+// ClaimKeys lists the AddressKeys of a request's SANs that no other Node
+// may list: its DNS names, and its IP addresses outside sharedCIDRs (which
+// several Nodes may list, so no other Node's listing is looked for).
+func ClaimKeys(r *Request, p *Policy) []string {
 	if r.X509 == nil {
 		return nil
 	}
@@ -201,7 +203,7 @@ func SANKeys(r *Request) []string {
 		keys = append(keys, CanonicalDNS(n))
 	}
 	for _, ip := range r.X509.IPAddresses {
-		if a, ok := CanonicalIP(ip); ok {
+		if a, ok := CanonicalIP(ip); ok && !inAny(p.Serving.SharedPrefixes, a) {
 			keys = append(keys, a.String())
 		}
 	}
@@ -226,10 +228,7 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 	if f.Claimants == nil {
 		return missingFact(FactClaimants, "the other Nodes' addresses")
 	}
-	for _, key := range SANKeys(r) {
-		if ip, err := netip.ParseAddr(key); err == nil && inAny(p.Serving.SharedPrefixes, ip) {
-			continue
-		}
+	for _, key := range ClaimKeys(r, p) {
 		if others := f.Claimants[key]; len(others) > 0 {
 			d := deny(ReasonSANOwnedByOtherNode, fmt.Sprintf("%s is an address of Node %q; a node may only hold a certificate for its own addresses that no other Node lists.", key, others[0]))
 			return &d

@@ -181,14 +181,14 @@ func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, p
 // that list a SAN of the request.
 func (r *ApproverReconciler) gatherClaimants(ctx context.Context, in *approver.Request, f *approver.Facts) error {
 	var others []*corev1.Node
-	for _, key := range approver.SANKeys(in) {
-		nodes, err := nodesListing(ctx, r.Client, key, in.NodeName)
+	for _, key := range approver.ClaimKeys(in, &r.Options.Policy) {
+		nodes, err := nodesListing(ctx, r.Client, key)
 		if err != nil {
 			return fmt.Errorf("list Nodes with address %s: %w", key, err)
 		}
 		others = append(others, nodes...)
 	}
-	f.Claimants = approver.ClaimantsOf(in, others)
+	f.Claimants = approver.ClaimantsOf(in, &r.Options.Policy, others)
 	return nil
 }
 
@@ -219,7 +219,7 @@ func (r *ApproverReconciler) confirmNodes(ctx context.Context, in *approver.Requ
 		}
 	}
 	if f.Claimants != nil {
-		f.Claimants = approver.ClaimantsOf(in, others)
+		f.Claimants = approver.ClaimantsOf(in, &r.Options.Policy, others)
 	}
 	return nil
 }

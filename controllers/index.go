@@ -62,18 +62,16 @@ func indexNodeAddresses(o client.Object) []string {
 	return nil
 }
 
-// nodesListing lists the cached Nodes that list the address key, except
-// the Node named except. The objects are the cache's own: read only.
-func nodesListing(ctx context.Context, c client.Reader, key, except string) ([]*corev1.Node, error) {
+// nodesListing lists the cached Nodes that list the address key. The
+// objects are the cache's own: read only.
+func nodesListing(ctx context.Context, c client.Reader, key string) ([]*corev1.Node, error) {
 	var list corev1.NodeList
 	if err := c.List(ctx, &list, client.MatchingFields{addressIndex: key}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	out := make([]*corev1.Node, 0, len(list.Items))
+	out := make([]*corev1.Node, len(list.Items))
 	for i := range list.Items {
-		if list.Items[i].Name != except {
-			out = append(out, &list.Items[i])
-		}
+		out[i] = &list.Items[i]
 	}
 	return out, nil
 }

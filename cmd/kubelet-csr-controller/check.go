@@ -85,7 +85,7 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	if plan.Claimants {
-		facts.Claimants = approver.ClaimantsOf(in, nodes)
+		facts.Claimants = approver.ClaimantsOf(in, &policy, nodes)
 	}
 	if plan.Permission != nil {
 		facts.Authorization = &approver.Authorization{Allowed: *authorized, Reason: "assumed by --authorized"}
