@@ -116,7 +116,7 @@ func (r *ApproverReconciler) reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	plan := approver.PlanFor(in, &r.Options.Policy)
 	facts := &approver.Facts{Now: r.Options.Now()}
-	if err := r.gather(ctx, in, plan, facts, r.Client); err != nil {
+	if err := r.gather(ctx, in, plan, facts); err != nil {
 		return ctrl.Result{}, err
 	}
 	d, err := r.decide(ctx, in, plan, facts)
@@ -153,9 +153,9 @@ func (r *ApproverReconciler) decide(ctx context.Context, in *approver.Request, p
 	return approver.Evaluate(in, facts, &r.Options.Policy), nil
 }
 
-// gather collects the facts plan asks for that the cache (or reader, for the
-// Node) can answer; the SubjectAccessReview comes later, if still needed.
-func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts, reader client.Reader) error {
+// gather collects the facts plan asks for that the cache can answer; the
+// SubjectAccessReview comes later, if still needed.
+func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts) error {
 	if plan.Siblings {
 		csrs, err := siblingsOf(ctx, r.Client, in.CSR, in.NodeName)
 		if err != nil {
@@ -174,7 +174,7 @@ func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, p
 			return err
 		}
 	}
-	return r.gatherNode(ctx, in, plan, f, reader)
+	return r.gatherNode(ctx, in, plan, f, r.Client)
 }
 
 // gatherClaimants finds, through the cache's address index, the other Nodes
@@ -334,10 +334,10 @@ var ErrReadinessUnknown = errors.New("the API server's readiness cannot be read"
 // no timeout of its own.
 const readyzTimeout = 5 * time.Second
 
-// APIServerReadyz returns a check of the API server's /readyz, which fails
+// apiServerReadyz returns a check of the API server's /readyz, which fails
 // until the server has loaded what it authorizes from (its informer-sync
 // check) among others.
-func APIServerReadyz(cfg *rest.Config, hc *http.Client) (func(context.Context) error, error) {
+func apiServerReadyz(cfg *rest.Config, hc *http.Client) (func(context.Context) error, error) {
 	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
 	if err != nil {
 		return nil, err

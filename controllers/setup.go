@@ -61,7 +61,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		o.Approver.Resolver = net.DefaultResolver
 	}
 	if o.Approver.APIServerReady == nil {
-		ready, err := APIServerReadyz(mgr.GetConfig(), mgr.GetHTTPClient())
+		ready, err := apiServerReadyz(mgr.GetConfig(), mgr.GetHTTPClient())
 		if err != nil {
 			return fmt.Errorf("build the API server readiness check: %w", err)
 		}
