@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	"k8s.io/client-go/tools/reference"
@@ -42,7 +43,7 @@ type eventRecorder struct {
 	log          logr.Logger
 
 	mu    sync.Mutex
-	queue []queuedEvent
+	queue []*eventsv1.Event
 	wake  chan struct{}
 	seen  *recentSet
 
@@ -50,12 +51,11 @@ type eventRecorder struct {
 	dropped, failed prometheus.Counter
 }
 
-// queuedEvent is an Event waiting to be sent, with the key under which seen
-// remembers it: an Event dropped or refused is forgotten, so that it is
-// recorded when it happens again.
-type queuedEvent struct {
-	ev  *eventsv1.Event
-	key []byte
+// eventKey identifies an Event for seen: its object, type, reason and note.
+// An Event dropped or refused is forgotten under it, so that it is recorded
+// when it happens again.
+func eventKey(uid types.UID, eventtype, reason, note string) []byte {
+	return []byte(string(uid) + "\x00" + eventtype + "\x00" + reason + "\x00" + note)
 }
 
 // Bounds of the recorder.
@@ -91,7 +91,7 @@ func (r *eventRecorder) Eventf(regarding runtime.Object, _ runtime.Object, event
 	if len(msg) > maxNote {
 		msg = msg[:maxNote-3] + "..."
 	}
-	key := []byte(string(ref.UID) + "\x00" + eventtype + "\x00" + reason + "\x00" + msg)
+	key := eventKey(ref.UID, eventtype, reason, msg)
 	if !r.seen.add(key) {
 		return // recorded before
 	}
@@ -118,7 +118,7 @@ func (r *eventRecorder) Eventf(regarding runtime.Object, _ runtime.Object, event
 		r.dropped.Inc()
 		return
 	}
-	r.queue = append(r.queue, queuedEvent{ev: ev, key: key})
+	r.queue = append(r.queue, ev)
 	r.queued.Set(float64(len(r.queue)))
 	r.mu.Unlock()
 	select {
@@ -132,7 +132,7 @@ func (r *eventRecorder) Eventf(regarding runtime.Object, _ runtime.Object, event
 func (r *eventRecorder) Start(ctx context.Context) error {
 	var lastSent time.Time
 	for {
-		q, ok := r.next()
+		ev, ok := r.next()
 		if !ok {
 			select {
 			case <-ctx.Done():
@@ -154,12 +154,11 @@ func (r *eventRecorder) Start(ctx context.Context) error {
 			}
 		}
 		r.pop()
-		ev := q.ev
 		if _, err := r.client.Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			if ctx.Err() != nil {
 				return nil //nolint:nilerr // stopping: Events are best effort
 			}
-			r.seen.remove(q.key)
+			r.seen.remove(eventKey(ev.Regarding.UID, ev.Type, ev.Reason, ev.Note))
 			r.failed.Inc()
 			r.log.V(1).Info("Event not recorded", "regarding", ev.Regarding.Name, "reason", ev.Reason, "error", err.Error())
 		}
@@ -171,11 +170,11 @@ func (r *eventRecorder) Start(ctx context.Context) error {
 // run on the leader only, queue Events.
 func (r *eventRecorder) NeedLeaderElection() bool { return false }
 
-func (r *eventRecorder) next() (queuedEvent, bool) {
+func (r *eventRecorder) next() (*eventsv1.Event, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.queue) == 0 {
-		return queuedEvent{}, false
+		return nil, false
 	}
 	return r.queue[0], true
 }
@@ -183,7 +182,7 @@ func (r *eventRecorder) next() (queuedEvent, bool) {
 func (r *eventRecorder) pop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queue[0] = queuedEvent{}
+	r.queue[0] = nil
 	r.queue = r.queue[1:]
 	if len(r.queue) == 0 {
 		r.queue = nil // let the backing array go
