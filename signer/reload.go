@@ -76,10 +76,10 @@ const debounce = 100 * time.Millisecond
 // Run watches the files until ctx ends, reloading on change and every poll
 // interval. It returns only when ctx is done. When the files cannot be
 // watched (no inotify instance left, a directory missing), Run carries on
-// by polling alone and tells watchFailed, if not nil, why.
+// by polling alone and tells watchFailed why.
 func (f *FileCA) Run(ctx context.Context, poll time.Duration, watchFailed func(error)) {
 	events, closeWatcher, err := f.watch()
-	if err != nil && watchFailed != nil {
+	if err != nil {
 		watchFailed(err)
 	}
 	defer closeWatcher()
@@ -97,9 +97,7 @@ func (f *FileCA) Run(ctx context.Context, poll time.Duration, watchFailed func(e
 		case _, ok := <-events:
 			if !ok {
 				events = nil // the watcher broke; polling carries on
-				if watchFailed != nil {
-					watchFailed(errors.New("the file system watcher stopped"))
-				}
+				watchFailed(errors.New("the file system watcher stopped"))
 				continue
 			}
 			timer.Reset(debounce)
