@@ -24,7 +24,7 @@ import (
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
-var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+var now = pki.Now().Truncate(time.Second)
 
 // Keys are made once: RSA generation is slow and the rules only look at the
 // public key.
@@ -312,6 +312,14 @@ func TestEvaluateServing(t *testing.T) {
 			csr:   serving(nil, "2001:db8::1"),
 			facts: approver.Facts{Node: node("n1", "2001:0DB8:0:0:0:0:0:0001")},
 			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "a node address written with white space around it is no address and matches nothing",
+			csr:  serving(nil, "10.0.0.1"),
+			facts: approver.Facts{Node: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: "10.0.0.1 "}, {Type: corev1.NodeInternalIP, Address: " 10.0.0.1"},
+			}}}},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANNotOwnedByNode, ConfirmNode: true},
 		},
 		{
 			name:  "the IPv4-mapped IPv6 form of the node's own address is approved",
@@ -758,7 +766,9 @@ func TestEvaluateRequestAndKeys(t *testing.T) {
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
 		{name: "a PEM block holding garbage DER is denied", csr: raw([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")), facts: approver.Facts{Node: n1},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
-		{name: "surrounding white space is accepted", csr: raw(append(append([]byte("\n  "), good...), "\n\n"...)), facts: approver.Facts{Node: n1},
+		{name: "white space before the BEGIN line is denied, as the signer refuses it", csr: raw(append([]byte("\n  "), good...)), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
+		{name: "white space after the END line is accepted", csr: raw(append(append([]byte{}, good...), "\n\n  "...)), facts: approver.Facts{Node: n1},
 			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved}},
 		{name: "a CSR for another signer is ignored", csr: servingN1(), facts: approver.Facts{Node: n1},
 			edit: func(c *certificatesv1.CertificateSigningRequest) { c.Spec.SignerName = "example.com/custom" },

@@ -95,21 +95,22 @@ func Read(csr *certificatesv1.CertificateSigningRequest) *Request {
 }
 
 // ParsePEM decodes a PEM certificate request strictly: exactly one block of
-// type CERTIFICATE REQUEST, no headers, nothing but white space around it.
-// The API server only looks at the first block; anything hidden after it is
-// refused here so that what is signed is what was reviewed.
+// type CERTIFICATE REQUEST, no headers, nothing before its BEGIN line (not
+// even white space) and nothing but white space after its END line. The API
+// server only looks at the first block; anything hidden around it is
+// refused here so that what is signed is what was reviewed, and the signer
+// (signer.DecodeRequest) refuses what precedes the block just the same.
 func ParsePEM(data []byte) (*x509.CertificateRequest, error) {
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) == 0 {
+	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("it is empty")
 	}
-	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
-		return nil, errors.New("data precedes the PEM block")
+	if !bytes.HasPrefix(data, []byte("-----BEGIN ")) {
+		return nil, errors.New("data precedes the PEM block (it must start with its -----BEGIN line)")
 	}
-	if n := bytes.Count(trimmed, []byte("-----BEGIN ")); n != 1 {
+	if n := bytes.Count(data, []byte("-----BEGIN ")); n != 1 {
 		return nil, fmt.Errorf("it holds %d PEM blocks, want exactly one", n)
 	}
-	block, rest := pem.Decode(trimmed)
+	block, rest := pem.Decode(data)
 	if block == nil {
 		return nil, errors.New("the PEM block does not decode")
 	}
@@ -119,7 +120,7 @@ func ParsePEM(data []byte) (*x509.CertificateRequest, error) {
 	if len(block.Headers) != 0 {
 		return nil, errors.New("the PEM block has headers")
 	}
-	if len(rest) != 0 {
+	if len(bytes.TrimSpace(rest)) != 0 {
 		return nil, errors.New("data follows the PEM block")
 	}
 	x, err := x509.ParseCertificateRequest(block.Bytes)
@@ -150,9 +151,10 @@ func CanonicalIP(ip net.IP) (netip.Addr, bool) {
 }
 
 // ParseCanonicalIP parses s (as found in a Node's status.addresses) into its
-// canonical form.
+// canonical form. s is taken as written: an address with white space around
+// it is not one a kubelet writes, so it is no IP and matches nothing.
 func ParseCanonicalIP(s string) (netip.Addr, bool) {
-	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
 		return netip.Addr{}, false
 	}

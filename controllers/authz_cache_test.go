@@ -6,11 +6,13 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
 func TestAuthzCacheKeepsAnAnswerForItsTTLOnly(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	now := pki.Now()
 	spec := func(user, sub string) authorizationv1.SubjectAccessReviewSpec {
 		return authorizationv1.SubjectAccessReviewSpec{User: user, Groups: []string{"system:bootstrappers"},
 			Extra:              map[string]authorizationv1.ExtraValue{"b": {"2"}, "a": {"1"}},
@@ -57,7 +59,7 @@ func with(s authorizationv1.SubjectAccessReviewSpec, edit func(*authorizationv1.
 // ones are dropped once the cache has grown.
 func TestAuthzCachePrunesExpiredEntriesAmortized(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	now := pki.Now()
 	var c authzCache
 	spec := func(i int) authorizationv1.SubjectAccessReviewSpec {
 		return authorizationv1.SubjectAccessReviewSpec{User: fmt.Sprint("u", i)}

@@ -21,7 +21,7 @@ func TestSlimCSRKeepsWhatIsReadOfDecidedCSRs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
+	now := pki.Now()
 	csr := pki.MustObject(t, pki.ClientRenewal("slim-1"))
 	csr.UID, csr.ResourceVersion = "uid-1", "42"
 	csr.Spec.Extra = map[string]certificatesv1.ExtraValue{"k": {"v"}}

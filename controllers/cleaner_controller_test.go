@@ -25,7 +25,7 @@ func kubernetesRules() controllers.CleanerOptions {
 
 func TestCleanupAt(t *testing.T) {
 	t.Parallel()
-	created := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	created := pki.Now().Truncate(time.Second)
 	decided := created.Add(10 * time.Minute)
 	cond := func(typ certificatesv1.RequestConditionType) certificatesv1.CertificateSigningRequestCondition {
 		return certificatesv1.CertificateSigningRequestCondition{Type: typ, Status: corev1.ConditionTrue, LastUpdateTime: metav1.NewTime(decided)}
@@ -90,7 +90,7 @@ func TestCleanerDeletesWhatIsDue(t *testing.T) {
 		c := kubernetesRules()
 		c.Interval = 100 * time.Millisecond
 		o.Cleaner = &c
-		o.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		o.Now = func() time.Time { return pki.Now().Add(time.Duration(ahead.Load())) }
 	})
 	pending := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-pending"))
 	denied := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-denied"))

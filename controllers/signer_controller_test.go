@@ -87,7 +87,7 @@ func TestAPIServerClientSignerWhenEnabled(t *testing.T) {
 
 func TestSignerFollowsCAFileChanges(t *testing.T) {
 	first := pki.MustCA(t, pki.CAOptions{CommonName: "first"})
-	second := pki.MustCA(t, pki.CAOptions{CommonName: "second", NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour)})
+	second := pki.MustCA(t, pki.CAOptions{CommonName: "second", NotAfter: pki.Now().Add(5 * 365 * 24 * time.Hour)})
 	h, certFile, keyFile := startSignerWithCAFiles(t, first)
 	sign := func(name string) *certificatesv1.CertificateSigningRequest {
 		c := h.create(asNode("rot-1"), named(pki.ClientRenewal("rot-1"), name))
@@ -112,7 +112,7 @@ func TestSignerFollowsCAFileChanges(t *testing.T) {
 }
 
 func TestExpiredCAIsRetriedUntilFixed(t *testing.T) {
-	expired := pki.MustCA(t, pki.CAOptions{CommonName: "expired", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	expired := pki.MustCA(t, pki.CAOptions{CommonName: "expired", NotBefore: pki.Now().Add(-48 * time.Hour), NotAfter: pki.Now().Add(-time.Hour)})
 	h, certFile, keyFile := startSignerWithCAFiles(t, expired)
 	c := h.create(asNode("exp-1"), named(pki.ClientRenewal("exp-1"), "exp-waiting"))
 	h.approveAsAdmin(c.Name)
@@ -127,7 +127,7 @@ func TestExpiredCAIsRetriedUntilFixed(t *testing.T) {
 }
 
 func TestCertificateCappedAtCAExpiryIsReported(t *testing.T) {
-	short := pki.MustCA(t, pki.CAOptions{CommonName: "short", NotAfter: time.Now().Add(30 * time.Minute)})
+	short := pki.MustCA(t, pki.CAOptions{CommonName: "short", NotAfter: pki.Now().Add(30 * time.Minute)})
 	h, _, _ := startSignerWithCAFiles(t, short)
 	c := h.create(asNode("cap-1"), named(pki.ClientRenewal("cap-1"), "cap-short"))
 	h.approveAsAdmin(c.Name)

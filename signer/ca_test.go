@@ -67,7 +67,7 @@ func TestParseCARefusesALeaf(t *testing.T) {
 	key := pki.MustKey(t, pki.ECDSAP256)
 	c := pki.ClientRenewal("n1")
 	c.Request.Key = key
-	issued, err := signer.Sign(ca, pki.MustObject(t, c), kubeletClient, time.Now())
+	issued, err := signer.Sign(ca, pki.MustObject(t, c), kubeletClient, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
-var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+var now = pki.Now().Truncate(time.Second)
 
 func seconds(s int32) *int32 { return &s }
 

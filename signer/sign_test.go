@@ -199,6 +199,10 @@ func TestSignAKIWithoutCASKID(t *testing.T) {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	withReq := func(c pki.CSR, f func(*pki.Request)) pki.CSR { f(&c.Request); return c }
+	clientPEM, err := pki.ClientRenewal("n1").Request.PEM()
+	if err != nil {
+		t.Fatal(err)
+	}
 	withUsages := func(c pki.CSR, u ...certificatesv1.KeyUsage) pki.CSR { c.Usages = u; return c }
 	tests := []struct {
 		name    string
@@ -222,7 +226,9 @@ func TestValidate(t *testing.T) {
 		{"an API server client request with client auth is signed", apiClient, withReq(pki.ClientRenewal("n1"), func(r *pki.Request) { r.Subject.CommonName = "alice" }), ""},
 		{"an API server client request with server auth fails", apiClient, withUsages(pki.ClientRenewal("n1"), "client auth", "server auth"), "invalid usage for client certificate: server auth"},
 		{"an API server client request without client auth fails", apiClient, withUsages(pki.ClientRenewal("n1"), "digital signature"), "missing required usage for client certificate: client auth"},
-		{"an unparseable request fails", kubeletClient, pki.CSR{Name: "x", Usages: pki.ClientUsages, RequestPEM: []byte("junk")}, "does not hold a CERTIFICATE REQUEST"},
+		{"an unparseable request fails", kubeletClient, pki.CSR{Name: "x", Usages: pki.ClientUsages, RequestPEM: []byte("junk")}, "must start with its -----BEGIN CERTIFICATE REQUEST----- line"},
+		{"a request with white space before its BEGIN line fails, as in the approver", kubeletClient, pki.CSR{Name: "x", Usages: pki.ClientUsages, RequestPEM: append([]byte(" \n"), clientPEM...)}, "must start with its -----BEGIN CERTIFICATE REQUEST----- line"},
+		{"a block of another type fails", kubeletClient, pki.CSR{Name: "x", Usages: pki.ClientUsages, RequestPEM: []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")}, "does not hold a CERTIFICATE REQUEST"},
 	}
 	ca := mustCA(t, pki.MustCA(t, pki.CAOptions{}))
 	for _, tc := range tests {

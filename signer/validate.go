@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -42,8 +43,13 @@ func ParseRequest(pemBytes []byte) (*x509.CertificateRequest, error) {
 }
 
 // DecodeRequest is ParseRequest without the signature check, for a caller
-// that has verified these exact bytes already.
+// that has verified these exact bytes already. Like the approver, it refuses
+// anything before the BEGIN line, white space included: pem.Decode would
+// skip it, and what is signed should be what a reviewer read.
 func DecodeRequest(pemBytes []byte) (*x509.CertificateRequest, error) {
+	if !bytes.HasPrefix(pemBytes, []byte("-----BEGIN ")) {
+		return nil, invalid("spec.request must start with its -----BEGIN CERTIFICATE REQUEST----- line")
+	}
 	block, _ := pem.Decode(pemBytes)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
 		return nil, invalid("spec.request does not hold a CERTIFICATE REQUEST PEM block")

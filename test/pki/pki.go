@@ -215,8 +215,8 @@ type CA struct {
 type CAOptions struct {
 	CommonName string
 	KeyAlg     string    // default ECDSAP256
-	NotBefore  time.Time // default now - 1h
-	NotAfter   time.Time // default now + 10 years
+	NotBefore  time.Time // default Now() - 1h
+	NotAfter   time.Time // default Now() + 10 years
 	// Parent signs the new CA; nil makes it self-signed.
 	Parent *CA
 }
@@ -229,7 +229,7 @@ func NewCA(o CAOptions) (*CA, error) {
 	if o.KeyAlg == "" {
 		o.KeyAlg = ECDSAP256
 	}
-	now := time.Now()
+	now := Now()
 	if o.NotBefore.IsZero() {
 		o.NotBefore = now.Add(-time.Hour)
 	}
@@ -329,7 +329,7 @@ func (ca *CA) ClientCert(user string, groups []string, lifetime time.Duration) (
 	if err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
+	now := Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: user, Organization: groups},
