@@ -2,6 +2,7 @@ package signer
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -36,10 +37,27 @@ func ParseRequest(pemBytes []byte) (*x509.CertificateRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := req.CheckSignature(); err != nil {
-		return nil, invalid("the request's signature does not verify: %v", err)
+	if err := CheckSignature(req); err != nil {
+		return nil, err
 	}
 	return req, nil
+}
+
+// MaxRSABits bounds the RSA keys whose signature the signer checks: the
+// cost of a check grows with the square of the modulus, and a request
+// approved by someone else has not had its key bounded by this approver.
+const MaxRSABits = 16384
+
+// CheckSignature verifies a decoded request's signature; a request that
+// does not verify can never be signed.
+func CheckSignature(req *x509.CertificateRequest) error {
+	if k, ok := req.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() > MaxRSABits {
+		return invalid("the request's RSA key has %d bits; this signer verifies at most %d", k.N.BitLen(), MaxRSABits)
+	}
+	if err := req.CheckSignature(); err != nil {
+		return invalid("the request's signature does not verify: %v", err)
+	}
+	return nil
 }
 
 // DecodeRequest is ParseRequest without the signature check, for a caller

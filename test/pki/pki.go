@@ -287,19 +287,30 @@ func MustCA(t testing.TB, o CAOptions) *CA {
 	return ca
 }
 
-// SignedByOtherKey returns reqPEM with its signature replaced by one made
-// with other: the request still parses but its signature does not verify.
-func SignedByOtherKey(reqPEM []byte, other crypto.Signer) ([]byte, error) {
+// rawRequest is a CertificationRequest with its parts left encoded.
+type rawRequest struct {
+	Info      asn1.RawValue
+	Algorithm pkix.AlgorithmIdentifier
+	Signature asn1.BitString
+}
+
+func decodeRequest(reqPEM []byte) (*rawRequest, error) {
 	block, _ := pem.Decode(reqPEM)
 	if block == nil {
 		return nil, fmt.Errorf("no PEM block")
 	}
-	var csr struct {
-		Info      asn1.RawValue
-		Algorithm pkix.AlgorithmIdentifier
-		Signature asn1.BitString
-	}
+	var csr rawRequest
 	if _, err := asn1.Unmarshal(block.Bytes, &csr); err != nil {
+		return nil, err
+	}
+	return &csr, nil
+}
+
+// SignedByOtherKey returns reqPEM with its signature replaced by one made
+// with other: the request still parses but its signature does not verify.
+func SignedByOtherKey(reqPEM []byte, other crypto.Signer) ([]byte, error) {
+	csr, err := decodeRequest(reqPEM)
+	if err != nil {
 		return nil, err
 	}
 	// Sign the same content with the other key, then keep the original
@@ -310,7 +321,7 @@ func SignedByOtherKey(reqPEM []byte, other crypto.Signer) ([]byte, error) {
 		return nil, err
 	}
 	csr.Signature = asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}
-	out, err := asn1.Marshal(csr)
+	out, err := asn1.Marshal(*csr)
 	if err != nil {
 		return nil, err
 	}
@@ -348,4 +359,83 @@ func (ca *CA) ClientCert(user string, groups []string, lifetime time.Duration) (
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// WithPublicKey returns reqPEM carrying pub instead of its own public key,
+// with its signature left as it was (so it no longer verifies): a request
+// whose key rules must be applied before the costly signature check, such
+// as an RSA modulus far too large to verify cheaply.
+func WithPublicKey(reqPEM []byte, pub any) ([]byte, error) {
+	csr, err := decodeRequest(reqPEM)
+	if err != nil {
+		return nil, err
+	}
+	// CertificationRequestInfo ::= SEQUENCE { version, subject, subjectPKInfo, [0] attributes }
+	var fields []asn1.RawValue
+	for rest := csr.Info.Bytes; len(rest) > 0; {
+		var f asn1.RawValue
+		var err error
+		if rest, err = asn1.Unmarshal(rest, &f); err != nil {
+			return nil, err
+		}
+		fields = append(fields, f)
+	}
+	if len(fields) < 3 {
+		return nil, fmt.Errorf("certification request info has %d fields", len(fields))
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	fields[2] = asn1.RawValue{FullBytes: spki}
+	var body []byte
+	for _, f := range fields {
+		body = append(body, f.FullBytes...)
+	}
+	info, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: body})
+	if err != nil {
+		return nil, err
+	}
+	csr.Info = asn1.RawValue{FullBytes: info}
+	out, err := asn1.Marshal(*csr)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: out}), nil
+}
+
+// HugeRSAKey is an RSA public key with a modulus of bits bits (odd, not a
+// product of two primes: nothing is ever signed with it).
+func HugeRSAKey(bits int) (*rsa.PublicKey, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), uint(bits)))
+	if err != nil {
+		return nil, err
+	}
+	n.SetBit(n, bits-1, 1)
+	n.SetBit(n, 0, 1)
+	return &rsa.PublicKey{N: n, E: 65537}, nil
+}
+
+// IPs parses addresses for a request's IP SANs; a string that is not an
+// address panics (a test's own typo).
+func IPs(s ...string) []net.IP {
+	out := make([]net.IP, len(s))
+	for i, a := range s {
+		if out[i] = net.ParseIP(a); out[i] == nil {
+			panic("pki.IPs: not an IP address: " + a)
+		}
+	}
+	return out
+}
+
+// Name is a subject with a CommonName and Organizations.
+func Name(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }
+
+// CheapHugeRSAKey makes a private RSA key of bits bits from many small
+// primes: seconds to make and to sign with, where a two-prime key of that
+// size takes minutes. It is how an attacker makes a validly signed request
+// whose verification costs the verifier the square of the modulus.
+func CheapHugeRSAKey(bits int) (*rsa.PrivateKey, error) {
+	//nolint:staticcheck // multi-prime on purpose: the cheap way to a huge key
+	return rsa.GenerateMultiPrimeKey(rand.Reader, max(2, bits/256), bits)
 }
