@@ -90,10 +90,12 @@ const (
 
 	// Serving names and addresses.
 	ReasonNoSANs              = "NoSANs"
+	ReasonNoIPAddress         = "NoIPAddress"
 	ReasonSANTypeNotAllowed   = "SANTypeNotAllowed"
 	ReasonTooManySANs         = "TooManySANs"
 	ReasonSANInvalid          = "SANInvalid"
 	ReasonSANForbidden        = "SANForbidden"
+	ReasonSANOutsideRequired  = "SANOutsideRequiredCIDRs"
 	ReasonSANNotOwnedByNode   = "SANNotOwnedByNode"
 	ReasonSANOwnedByOtherNode = "SANOwnedByOtherNode"
 	ReasonNodeNotFound        = "NodeNotFound"
@@ -110,6 +112,14 @@ const (
 	ReasonLeftPending      = "LeftPending"
 	ReasonAlreadyDecided   = "AlreadyDecided"
 	ReasonWaitingForFacts  = "WaitingForFacts"
+	// ReasonNonNodeRequester: a serving CSR from an identity that is not a
+	// node, left alone under approver.kubeletServing.nonNodeRequesters=ignore.
+	ReasonNonNodeRequester = "NonNodeRequester"
+
+	// ReasonQueuedBehindOlder (Retry): an older request of the same node,
+	// signer and requester has not been looked at yet. A node's requests are
+	// decided in the order they were made.
+	ReasonQueuedBehindOlder = "QueuedBehindOlderRequest"
 )
 
 func approve(msg string) Decision {

@@ -4,6 +4,8 @@
 // in, a Decision (approve, deny, retry later, or leave alone) comes out. It
 // never talks to the API server and never signs.
 //
-// The flow for one CSR is Read (parse and verify the request once), PlanFor
-// (which facts are needed), gather those facts, then Evaluate.
+// The flow for one CSR is Read (parse the request, bounded), NewReview
+// (every rule that needs no facts, the signature last, once), Plan (the
+// facts a cache answers), gather them, then Evaluate, gathering whatever
+// fact a Decision reports Missing and evaluating again until none is.
 package approver

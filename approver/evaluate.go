@@ -13,7 +13,8 @@ import (
 )
 
 // Facts are what the reconciler learned from the cluster for one CSR, as
-// asked for by Plan. Evaluate never looks anything up itself.
+// asked for by the Review's Plan and by the Missing facts of its decisions.
+// Evaluate never looks anything up itself.
 type Facts struct {
 	Now time.Time
 	// Node is the Node the CommonName names; nil when it does not exist.
@@ -22,11 +23,12 @@ type Facts struct {
 	Authorization *Authorization
 	// Siblings are the other CSRs with the same SiblingKey.
 	Siblings []Sibling
-	// Lookups answers, per canonical DNS name, the resolutions Plan asked for.
+	// Lookups answers, per canonical DNS name, the resolutions asked for.
 	Lookups map[string]Lookup
 	// Claimants lists, per SAN of a serving request (by AddressKey), the
-	// other Nodes whose status.addresses hold it. A kubelet writes its own
-	// Node's addresses: this is what stops one node from claiming another's.
+	// other Nodes whose status.addresses hold it; nil until gathered. A
+	// kubelet writes its own Node's addresses: this is what stops one node
+	// from claiming another's.
 	Claimants map[string][]string
 }
 
@@ -46,13 +48,18 @@ type Lookup struct {
 	// timeout or server failure (retried) from a name that does not exist.
 	Err       error
 	Temporary bool
+	// Claimants lists, per address the name resolved to (netip's form), the
+	// other Nodes that list it; nil until gathered. A name is admitted
+	// through an address only as an IP SAN would be: one of the Node's own
+	// that no other Node lists.
+	Claimants map[string][]string
 }
 
-// Plan lists the facts Evaluate will consult for a request. It is empty when
-// the request fails a rule that needs no facts, so that no API call is spent
-// on a request that will be denied anyway. The Permission may be asked for
-// last, when Evaluate reports it Missing: rules that need only the cache
-// (siblings, the Node) decide first.
+// Plan lists the facts a Review gathers before it evaluates: those the
+// cache answers (the Node, siblings, the other Nodes listing a SAN). It is
+// empty when the request fails a rule that needs no facts, so that no API
+// call is spent on a request that will be denied anyway. Costlier facts
+// (the SubjectAccessReview, DNS) are asked for as Missing, last.
 type Plan struct {
 	// Permission is the SubjectAccessReview to ask, with the CSR's user.
 	Permission *authorizationv1.ResourceAttributes
@@ -60,7 +67,8 @@ type Plan struct {
 	Node string
 	// Siblings asks for the other CSRs with the same SiblingKey.
 	Siblings bool
-	// ResolveDNS asks for DNSNamesToResolve once the Node is known.
+	// ResolveDNS says names will be resolved (NamesToResolve) once the Node
+	// is known.
 	ResolveDNS bool
 	// Claimants asks which other Nodes list each SAN (Facts.Claimants).
 	Claimants bool
@@ -73,22 +81,25 @@ type recognizer struct {
 	// matches selects the requests of this row; the first row that matches
 	// decides.
 	matches func(r *Request) bool
-	// rules are checked in order; the first one that fails decides.
+	// rules are checked in order; the first one that fails decides. Each
+	// row ends with the signature, the costliest rule.
 	rules []rule
 	// permission is the SubjectAccessReview subresource to check, "" for none.
 	permission string
-	// node, when set, reads the Node the CN names and checks it.
-	node func(r *Request, f *Facts, p *Policy) *Decision
+	// node, when set, reads the Node the CN names and checks it; viaDNS
+	// reports a name admitted by what it resolved to.
+	node func(v *Review, f *Facts) (d *Decision, viaDNS bool)
 	// approved is the message of the Approved condition.
 	approved string
 }
 
-// rule returns a decision (Deny) when the request breaks it, else nil.
+// rule returns a decision (Deny, or Ignore for a request policy leaves
+// alone) when the request breaks it, else nil.
 type rule func(r *Request, p *Policy) *Decision
 
 // clientRules are the shape of a kubelet client request, renewal or
 // bootstrap alike.
-var clientRules = []rule{ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages}
+var clientRules = []rule{ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages, ruleSignature}
 
 var recognizers = []recognizer{
 	{
@@ -108,15 +119,45 @@ var recognizers = []recognizer{
 	},
 	{
 		matches: func(r *Request) bool { return r.Kind == KindServing },
-		rules: []rule{ruleKey, ruleNodeCommonName, ruleRequesterIsNode, ruleRequesterInNodesGroup,
-			ruleOrganization, ruleServingUsages, ruleServingSANs},
+		rules: []rule{ruleNodeIdentity, ruleKey, ruleNodeCommonName, ruleRequesterIsNode, ruleRequesterInNodesGroup,
+			ruleOrganization, ruleServingUsages, ruleServingSANs, ruleSignature},
 		node:     checkServingNode,
 		approved: "Auto-approved kubelet serving certificate: every name and address belongs to the Node.",
 	},
 }
 
-// gate decides the CSRs that no rule needs to look at: other signers, signers
-// whose approval is off, CSRs already decided, and unreadable requests.
+// Review is one request under one policy. NewReview applies every rule
+// that needs no facts, once; Plan, Evaluate and the helpers that gather
+// facts then reuse what it found, however often the request is evaluated
+// while facts arrive.
+type Review struct {
+	Request *Request
+	Policy  *Policy
+
+	rec *recognizer
+	// early is the decision of a request that no fact can change (not
+	// ours, already decided, broken), or nil.
+	early *Decision
+	// claimKeys are the AddressKeys of the SANs no other Node may list.
+	claimKeys []string
+}
+
+// NewReview applies p's fact-free rules to r.
+func NewReview(r *Request, p *Policy) *Review {
+	v := &Review{Request: r, Policy: p}
+	v.rec, v.early = gate(r, p)
+	if v.early == nil && r.Kind == KindServing {
+		v.claimKeys = claimKeys(r, p)
+	}
+	return v
+}
+
+// Decided returns the decision of a request no fact can change, or nil.
+func (v *Review) Decided() *Decision { return v.early }
+
+// gate decides the CSRs that no fact can change: other signers, signers
+// whose approval is off, CSRs already decided, and requests that break a
+// rule of their own.
 func gate(r *Request, p *Policy) (*recognizer, *Decision) {
 	switch r.Kind {
 	case KindOther:
@@ -156,32 +197,39 @@ func gate(r *Request, p *Policy) (*recognizer, *Decision) {
 	return nil, &d
 }
 
-// onInvalid applies approver.nodeClient.onInvalid to a rejected client CSR.
+// onInvalid applies approver.nodeClient.onInvalid and
+// approver.kubeletServing.onInvalid to a request that breaks a rule.
 func onInvalid(r *Request, p *Policy, d Decision) *Decision {
-	if r.Kind == KindNodeClient && p.NodeClient.OnInvalid == LeavePending {
-		return leftPending(d, "onInvalid")
+	if d.Verdict != Deny {
+		return &d
+	}
+	switch {
+	case r.Kind == KindNodeClient && p.NodeClient.OnInvalid == LeavePending:
+		return leftPending(d, "nodeClient.onInvalid")
+	case r.Kind == KindServing && p.Serving.OnInvalid == LeavePending:
+		return leftPending(d, "kubeletServing.onInvalid")
 	}
 	return &d
 }
 
-// leftPending is the denial d not written, under the nodeClient setting
-// that says so, for another approver to decide.
+// leftPending is the denial d not written, under the setting that says so,
+// for another approver to decide.
 func leftPending(d Decision, setting string) *Decision {
-	left := ignore(ReasonLeftPending, fmt.Sprintf("Would deny (%s): %s Left pending for another approver (approver.nodeClient.%s).", d.Reason, d.Message, setting))
+	left := ignore(ReasonLeftPending, fmt.Sprintf("Would deny (%s): %s Left pending for another approver (approver.%s).", d.Reason, d.Message, setting))
 	return &left
 }
 
-// PlanFor tells which facts Evaluate needs for r.
-func PlanFor(r *Request, p *Policy) Plan {
-	rec, d := gate(r, p)
-	if d != nil {
+// Plan tells which facts to gather before evaluating.
+func (v *Review) Plan() Plan {
+	if v.early != nil {
 		return Plan{}
 	}
+	r, p := v.Request, v.Policy
 	plan := Plan{Siblings: true}
-	if rec.permission != "" {
-		plan.Permission = permission(rec.permission)
+	if v.rec.permission != "" {
+		plan.Permission = permission(v.rec.permission)
 	}
-	if readsNode(rec, r, p) {
+	if v.readsNode() {
 		plan.Node = r.NodeName
 	}
 	plan.ResolveDNS = r.Kind == KindServing && p.Serving.ResolveDNS && len(r.X509.DNSNames) > 0
@@ -199,22 +247,26 @@ func permission(subresource string) *authorizationv1.ResourceAttributes {
 	}
 }
 
-// Evaluate decides a CSR from the request, the facts PlanFor asked for, and
-// the policy. It is pure: no clock, no client, no randomness.
-func Evaluate(r *Request, f *Facts, p *Policy) Decision {
-	rec, d := gate(r, p)
-	if d != nil {
-		return *d
+// Evaluate decides a CSR from the request, the facts and the policy. It is
+// pure: no clock, no client, no randomness. Each call costs no more than
+// the rules that read facts.
+func (v *Review) Evaluate(f *Facts) Decision {
+	if v.early != nil {
+		return *v.early
 	}
+	r, p, rec := v.Request, v.Policy, v.rec
 	if d := checkSiblings(r, f, p); d != nil {
 		return *d
 	}
-	nodeRead := readsNode(rec, r, p)
+	nodeRead := v.readsNode()
+	resolved := false
 	if nodeRead {
-		if d := rec.node(r, f, p); d != nil {
+		d, viaDNS := rec.node(v, f)
+		if d != nil {
 			d.ConfirmNode = d.Missing == FactNone
 			return *d
 		}
+		resolved = viaDNS
 	}
 	if rec.permission != "" {
 		if d := checkAuthorization(r, f, p, rec.permission); d != nil {
@@ -222,33 +274,43 @@ func Evaluate(r *Request, f *Facts, p *Policy) Decision {
 		}
 	}
 	approved := approve(rec.approved)
-	// A bootstrap approval that rested on "no such Node" is confirmed live.
-	approved.ConfirmNode = nodeRead && r.Kind == KindNodeClient
+	// An approval that rests on the Nodes as the cache saw them is
+	// confirmed live: a bootstrap one on "no such Node", a serving one on
+	// the address a DNS name resolved to.
+	approved.ConfirmNode = nodeRead && (r.Kind == KindNodeClient || resolved)
 	return approved
 }
 
-// readsNode reports whether r's decision reads its Node under p: serving
-// requests always, bootstrap requests when existing nodes are refused (see
+// Evaluate is NewReview(r, p).Evaluate(f), for a request evaluated once.
+func Evaluate(r *Request, f *Facts, p *Policy) Decision { return NewReview(r, p).Evaluate(f) }
+
+// readsNode reports whether the decision reads the Node: serving requests
+// always, bootstrap requests when existing nodes are refused (see
 // ReadsNodes, the same rule for a whole policy).
-func readsNode(rec *recognizer, r *Request, p *Policy) bool {
-	return rec.node != nil && (r.Kind == KindServing || !p.NodeClient.AllowBootstrapForExistingNode)
+func (v *Review) readsNode() bool {
+	return v.rec.node != nil && (v.Request.Kind == KindServing || !v.Policy.NodeClient.AllowBootstrapForExistingNode)
 }
 
-// checkSiblings applies the flood rules: a CSR with a sibling created
-// later that was already approved is Superseded (the kubelet waits only for
-// its newest request), and one that arrives while MaxPendingPerNode older
-// siblings are still pending is TooManyPending. A sibling pending for longer
-// than the grace period does not count: the kubelet stopped waiting for it
-// (after 15 minutes), and a node must not stay locked out until the cleaner
-// deletes it.
+// checkSiblings applies the ordering and flood rules to a node's requests
+// of one signer and requester:
 //
-// Creation timestamps have one-second resolution. Two requests of the same
-// second cannot be told apart, so neither supersedes the other; for the cap,
-// their names order them, which only decides which of a flood is refused.
+//   - they are decided in the order they were made (Newer): while an older
+//     pending sibling has not been looked at, this one waits its turn, so
+//     that no request is judged by a sibling nobody has judged;
+//   - one whose newer sibling (of a later second) was approved is
+//     Superseded: the kubelet waits only for its newest request;
+//   - one that arrives while MaxPendingPerNode older siblings wait for
+//     facts (their Node, its addresses, DNS) is TooManyPending: the flood a
+//     kubelet makes, one request every 15 minutes, while it goes unanswered.
+//
+// A sibling pending for longer than the grace period counts for neither:
+// the kubelet stopped waiting for it, and a node must not stay locked out
+// until the cleaner deletes it.
 func checkSiblings(r *Request, f *Facts, p *Policy) *Decision {
 	self := SiblingOf(r.CSR)
-	pendingOlder := 0
-	for _, s := range f.Siblings {
+	waitingOlder := 0
+	var unseen *Sibling
+	for i, s := range f.Siblings {
 		if s.Name == self.Name {
 			continue
 		}
@@ -256,16 +318,33 @@ func checkSiblings(r *Request, f *Facts, p *Policy) *Decision {
 			d := deny(ReasonSuperseded, fmt.Sprintf("A later request from %s for node %q, %s, was approved; this one is no longer needed.", r.CSR.Spec.Username, r.NodeName, s.Name))
 			return &d
 		}
-		if s.State.Pending() && !newer(s, self) && f.Now.Sub(s.Created) < p.GracePeriod {
-			pendingOlder++
+		if !s.State.Pending() || Newer(s, self) || f.Now.Sub(s.Created) >= p.GracePeriod {
+			continue
+		}
+		switch s.Progress {
+		case NotLookedAt:
+			if unseen == nil {
+				unseen = &f.Siblings[i]
+			}
+		case WaitingForFacts:
+			waitingOlder++
 		}
 	}
-	if p.MaxPendingPerNode > 0 && pendingOlder >= p.MaxPendingPerNode {
-		d := deny(ReasonTooManyPending, fmt.Sprintf("%d older requests from %s for node %q are still pending (approver.maxPendingPerNode=%d); the newest are denied until they are decided.", pendingOlder, r.CSR.Spec.Username, r.NodeName, p.MaxPendingPerNode))
+	if unseen != nil {
+		return &Decision{Verdict: Retry, Reason: ReasonQueuedBehindOlder, RetryAfter: queuedRetry,
+			Message: fmt.Sprintf("The older request %s of node %q is decided first.", unseen.Name, r.NodeName)}
+	}
+	if p.MaxPendingPerNode > 0 && waitingOlder >= p.MaxPendingPerNode {
+		d := deny(ReasonTooManyPending, fmt.Sprintf("%d older requests from %s for node %q are still waiting for facts (approver.maxPendingPerNode=%d); newer ones are denied until they are decided.", waitingOlder, r.CSR.Spec.Username, r.NodeName, p.MaxPendingPerNode))
 		return &d
 	}
 	return nil
 }
+
+// queuedRetry is how soon a request queued behind an older sibling is
+// looked at again if nothing wakes it first: the reconciler requeues it as
+// soon as the older one has been looked at.
+const queuedRetry = 5 * time.Second
 
 func checkAuthorization(r *Request, f *Facts, p *Policy, subresource string) *Decision {
 	a := f.Authorization
@@ -298,12 +377,13 @@ func checkAuthorization(r *Request, f *Facts, p *Policy, subresource string) *De
 
 // checkBootstrapNode enforces approver.nodeClient.bootstrap.allowExistingNode
 // = false: a bootstrap identity may not mint credentials for a running node.
-func checkBootstrapNode(r *Request, f *Facts, p *Policy) *Decision {
+func checkBootstrapNode(v *Review, f *Facts) (*Decision, bool) {
+	r := v.Request
 	if f.Node == nil {
-		return nil
+		return nil, false
 	}
 	d := deny(ReasonBootstrapForExistingNode, fmt.Sprintf("Node %q is already registered and %s is not that node; bootstrap credentials may only be used for new nodes (approver.nodeClient.bootstrap.allowExistingNode).", r.NodeName, r.CSR.Spec.Username))
-	return &d
+	return &d, false
 }
 
 // waitOrDeny retries within the grace period after the CSR's creation, then
@@ -331,6 +411,35 @@ func missingFact(fact Fact, what string) *Decision {
 // could allow it, which one.
 
 func ruleKey(r *Request, p *Policy) *Decision { return checkKey(r.X509, p.Keys) }
+
+// ruleSignature comes last in every row: it is the costliest rule, and the
+// key's size has been bounded before it.
+func ruleSignature(r *Request, _ *Policy) *Decision {
+	if err := r.checkSignature(); err != nil {
+		d := deny(ReasonSignatureInvalid, fmt.Sprintf("The request's signature does not verify with the public key it carries: %v.", err))
+		return &d
+	}
+	return nil
+}
+
+// IsNodeIdentity reports whether a requester is a node as NodeRestriction
+// knows one: user system:node:<name> in group system:nodes.
+func IsNodeIdentity(username string, groups []string) bool {
+	return strings.HasPrefix(username, NodeUserPrefix) && slices.Contains(groups, NodesGroup)
+}
+
+// ruleNodeIdentity leaves alone, without a word, a serving request from an
+// identity that is not a node's, when approver.kubeletServing.
+// nonNodeRequesters says to ignore them (virtual kubelets and some charts
+// use this signer, with an approver of their own). Under the default, deny,
+// the rules after it name what is wrong.
+func ruleNodeIdentity(r *Request, p *Policy) *Decision {
+	if p.Serving.NonNodeRequesters != IgnoreNonNodeRequesters || IsNodeIdentity(r.CSR.Spec.Username, r.CSR.Spec.Groups) {
+		return nil
+	}
+	d := ignore(ReasonNonNodeRequester, fmt.Sprintf("Requested by %q, which is not a node; left alone (approver.kubeletServing.nonNodeRequesters=ignore).", r.CSR.Spec.Username))
+	return &d
+}
 
 func ruleOrganization(r *Request, _ *Policy) *Decision {
 	if o := r.X509.Subject.Organization; !slices.Equal(o, []string{NodesGroup}) {

@@ -2,10 +2,8 @@ package approver_test
 
 import (
 	"crypto"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -60,17 +58,6 @@ func node(name string, addrs ...string) *corev1.Node {
 	return n
 }
 
-func ips(s ...string) []net.IP {
-	out := make([]net.IP, len(s))
-	for i, a := range s {
-		out[i] = net.ParseIP(a)
-		if out[i] == nil {
-			panic("bad IP " + a)
-		}
-	}
-	return out
-}
-
 var (
 	allowed    = &approver.Authorization{Allowed: true}
 	notAllowed = &approver.Authorization{Reason: "no RBAC policy matched"}
@@ -78,7 +65,7 @@ var (
 )
 
 func servingN1() pki.CSR {
-	return pki.Serving("n1", []string{"n1.example.com"}, ips("10.0.0.1", "2001:db8::1"))
+	return pki.Serving("n1", []string{"n1.example.com"}, pki.IPs("10.0.0.1", "2001:db8::1"))
 }
 
 type evalCase struct {
@@ -202,7 +189,7 @@ func TestEvaluateNodeClient(t *testing.T) {
 		},
 		{
 			name:  "a client request with an IP SAN is denied",
-			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.IPAddresses = ips("10.0.0.1") }),
+			csr:   withSubject(pki.ClientRenewal("n1"), func(r *pki.Request) { r.IPAddresses = pki.IPs("10.0.0.1") }),
 			facts: approver.Facts{Authorization: allowed},
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANsNotAllowed},
 		},
@@ -286,11 +273,20 @@ func TestEvaluateNodeClient(t *testing.T) {
 
 func TestEvaluateServing(t *testing.T) {
 	t.Parallel()
-	serving := func(dns []string, addrs ...string) pki.CSR { return pki.Serving("n1", dns, ips(addrs...)) }
+	// serving is a request of n1. Since Kubernetes 1.31 a kubelet asks only
+	// once its Node has an IP (approver.kubeletServing.requireIP), so a
+	// request given no address carries n1's 10.0.0.1; the DNS-only case is
+	// a table row of its own.
+	serving := func(dns []string, addrs ...string) pki.CSR {
+		if len(addrs) == 0 {
+			addrs = []string{"10.0.0.1"}
+		}
+		return pki.Serving("n1", dns, pki.IPs(addrs...))
+	}
 	// anyName admits every DNS name by pattern, so that only the rule under
 	// test can refuse one.
 	anyName := func(p *approver.Policy) { p.Serving.DNSPatterns = []*regexp.Regexp{regexp.MustCompile(`^.*$`)} }
-	thousands := make([]string, 3000)
+	thousands := make([]string, 1000)
 	for i := range thousands {
 		thousands[i] = fmt.Sprintf("h%d.example.com", i)
 	}
@@ -456,6 +452,118 @@ func TestEvaluateServing(t *testing.T) {
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
 		},
 		{
+			name:  "every loopback spelling of /etc/hosts and RFC 6761 is denied even when the node reports it",
+			csr:   serving([]string{"localhost4"}),
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "localhost4")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "ip6-loopback is denied",
+			csr:   serving([]string{"IP6-Loopback"}),
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "ip6-loopback")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "a name under .localhost is denied",
+			csr:   serving([]string{"n1.localhost"}),
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "n1.localhost")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:  "localhost6.localdomain6 is denied",
+			csr:   serving([]string{"localhost6.localdomain6"}),
+			facts: approver.Facts{Node: node("n1", "10.0.0.1", "localhost6.localdomain6")},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden},
+		},
+		{
+			name:   "a DNS label of 64 octets is invalid",
+			csr:    serving([]string{strings.Repeat("a", 64) + ".example.com"}),
+			policy: anyName,
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name:   "a DNS label of 63 octets is a host name",
+			csr:    serving([]string{strings.Repeat("a", 63) + ".example.com"}),
+			policy: anyName,
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "a DNS name of 254 octets is invalid",
+			csr:    serving([]string{strings.Repeat(strings.Repeat("a", 62)+".", 4) + "ab"}),
+			policy: anyName,
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANInvalid},
+		},
+		{
+			name:  "a request without an IP address is denied: kubelets ask only once they have one",
+			csr:   pki.Serving("n1", []string{"n1.example.com"}, nil),
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNoIPAddress},
+		},
+		{
+			name:   "a request without an IP address is approved with requireIP off",
+			csr:    pki.Serving("n1", []string{"N1.example.com."}, nil),
+			policy: func(p *approver.Policy) { p.Serving.RequireIP = false },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "an IP address outside requiredCIDRs is denied even though the node lists it",
+			csr:  serving(nil, "10.0.0.1", "2001:db8::1"),
+			policy: func(p *approver.Policy) {
+				p.Serving.RequiredPrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOutsideRequired},
+		},
+		{
+			name: "IP addresses inside requiredCIDRs are approved",
+			csr:  serving(nil, "10.0.0.1", "2001:db8::1"),
+			policy: func(p *approver.Policy) {
+				p.Serving.RequiredPrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("2001:db8::/64")}
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:   "a request that breaks a rule is left pending under kubeletServing.onInvalid=leavePending",
+			csr:    serving([]string{"*.example.com"}),
+			policy: func(p *approver.Policy) { p.Serving.OnInvalid = approver.LeavePending },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonLeftPending},
+		},
+		{
+			name: "a serving request from an identity that is not a node is denied by default",
+			csr:  servingN1(),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username, c.Spec.Groups = "system:serviceaccount:vk:virtual-kubelet", []string{"system:serviceaccounts", "system:authenticated"}
+			},
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNode},
+		},
+		{
+			name: "a serving request from an identity that is not a node is left alone under nonNodeRequesters=ignore",
+			csr:  servingN1(),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username, c.Spec.Groups = "system:serviceaccount:vk:virtual-kubelet", []string{"system:serviceaccounts", "system:authenticated"}
+			},
+			policy: func(p *approver.Policy) { p.Serving.NonNodeRequesters = approver.IgnoreNonNodeRequesters },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonNonNodeRequester},
+		},
+		{
+			name: "nonNodeRequesters=ignore still denies a node asking for another node's certificate",
+			csr:  servingN1(),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username = "system:node:n2"
+			},
+			policy: func(p *approver.Policy) { p.Serving.NonNodeRequesters = approver.IgnoreNonNodeRequesters },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNode},
+		},
+		{
 			name:  "kubernetes.default.svc is denied",
 			csr:   serving([]string{"kubernetes.default.svc"}),
 			facts: approver.Facts{Node: node("n1", "kubernetes.default.svc")},
@@ -586,7 +694,7 @@ func TestEvaluateServing(t *testing.T) {
 		},
 		{
 			name:  "a wrong organization is denied",
-			csr:   pki.CSR{Name: "x", SignerName: certificatesv1.KubeletServingSignerName, Username: "system:node:n1", Groups: pki.NodeGroups, Usages: pki.ServingUsages, Request: pki.Request{Subject: pkixName("system:node:n1", "system:masters"), IPAddresses: ips("10.0.0.1")}},
+			csr:   pki.CSR{Name: "x", SignerName: certificatesv1.KubeletServingSignerName, Username: "system:node:n1", Groups: pki.NodeGroups, Usages: pki.ServingUsages, Request: pki.Request{Subject: pki.Name("system:node:n1", "system:masters"), IPAddresses: pki.IPs("10.0.0.1")}},
 			facts: approver.Facts{Node: n1},
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonOrganizationNotSystemNodes},
 		},
@@ -599,7 +707,7 @@ func TestEvaluateServing(t *testing.T) {
 		},
 		{
 			name:  "a serving request without SANs is denied",
-			csr:   serving(nil),
+			csr:   pki.Serving("n1", nil, nil),
 			facts: approver.Facts{Node: n1},
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonNoSANs},
 		},
@@ -669,8 +777,13 @@ func TestEvaluateDNSResolution(t *testing.T) {
 		p.Serving.DNSSuffixes = []string{"nodes.example.org"}
 		p.Serving.ResolveDNS = true
 	}
-	csr := pki.Serving("n1", []string{"n1.nodes.example.org", "n1.example.com"}, ips("10.0.0.1"))
+	csr := pki.Serving("n1", []string{"n1.nodes.example.org", "n1.example.com"}, pki.IPs("10.0.0.1"))
+	// lookup answers the resolution of n1.nodes.example.org; unless the case
+	// says otherwise, no other Node lists what it resolves to.
 	lookup := func(l approver.Lookup) map[string]approver.Lookup {
+		if l.Claimants == nil {
+			l.Claimants = map[string][]string{}
+		}
 		return map[string]approver.Lookup{"n1.nodes.example.org": l}
 	}
 	runEval(t, []evalCase{
@@ -679,7 +792,45 @@ func TestEvaluateDNSResolution(t *testing.T) {
 			csr:    csr,
 			policy: resolving,
 			facts:  approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})},
-			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+			want:   approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved, ConfirmNode: true},
+		},
+		{
+			name:   "a name resolving to an address of the node that another Node lists is denied: the node wrote that address itself",
+			csr:    pki.Serving("evil", []string{"n1.nodes.example.org"}, pki.IPs("10.0.0.66")),
+			policy: resolving,
+			facts: approver.Facts{Node: node("evil", "10.0.0.66", "10.0.0.1"), Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")},
+				Claimants: map[string][]string{"10.0.0.1": {"n1"}}})},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true},
+		},
+		{
+			name: "a name resolving to a shared address another Node lists is approved (sharedCIDRs)",
+			csr:  csr,
+			policy: func(p *approver.Policy) {
+				resolving(p)
+				p.Serving.SharedPrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
+			},
+			facts: approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")},
+				Claimants: map[string][]string{"10.0.0.1": {"n2"}}})},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved, ConfirmNode: true},
+		},
+		{
+			name: "a name resolving to a denied address of the node is forbidden",
+			csr:  csr,
+			policy: func(p *approver.Policy) {
+				resolving(p)
+				p.Serving.DeniedPrefixes = []netip.Prefix{netip.MustParsePrefix("2001:db8::/64")}
+			},
+			facts: approver.Facts{Node: n1, Lookups: lookup(approver.Lookup{Addrs: []netip.Addr{netip.MustParseAddr("2001:db8::1")}})},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANForbidden, ConfirmNode: true},
+		},
+		{
+			name:   "the other Nodes listing a resolved address are asked for before anything is approved",
+			csr:    csr,
+			policy: resolving,
+			facts: approver.Facts{Node: n1, Lookups: map[string]approver.Lookup{
+				"n1.nodes.example.org": {Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
+			}},
+			want: approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonWaitingForFacts, RetryAfter: time.Second, Missing: approver.FactClaimants},
 		},
 		{
 			name:   "a suffix-admitted name that resolves elsewhere is denied",
@@ -729,7 +880,26 @@ func TestEvaluateRequestAndKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	certBlock := []byte(strings.Replace(string(good), "CERTIFICATE REQUEST", "CERTIFICATE", 2))
+	// A 9000-bit RSA key with a signature that cannot verify: the key's
+	// size must be refused before the signature, whose check would cost
+	// seconds for a big enough modulus.
+	huge, err := pki.HugeRSAKey(9000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hugeKey, err := pki.WithPublicKey(good, huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oversized := append(append([]byte{}, good...), strings.Repeat(" ", approver.MaxRequestBytes)...)
 	runEval(t, []evalCase{
+		{name: "an RSA key above rsaMaxBits is denied before its signature is checked", csr: raw(hugeKey), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "a 2048-bit RSA key is denied when rsaMaxBits is lower", csr: withKey(key(t, pki.RSA2048)), facts: approver.Facts{Node: n1},
+			policy: func(p *approver.Policy) { p.Keys.RSAMinBits, p.Keys.RSAMaxBits = 1024, 1536 },
+			want:   approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
+		{name: "a request larger than MaxRequestBytes is denied unparsed", csr: raw(oversized), facts: approver.Facts{Node: n1},
+			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
 		{name: "an RSA key of 1024 bits is denied", csr: withKey(key(t, pki.RSA1024)), facts: approver.Facts{Node: n1},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonKeyNotAllowed}},
 		{name: "an RSA key of 2048 bits is approved", csr: withKey(key(t, pki.RSA2048)), facts: approver.Facts{Node: n1},
@@ -760,7 +930,7 @@ func TestEvaluateRequestAndKeys(t *testing.T) {
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
 		{name: "data before the PEM block is denied", csr: raw(append([]byte("leading\n"), good...)), facts: approver.Facts{Node: n1},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
-		{name: "two PEM blocks are denied", csr: raw(append(append([]byte{}, good...), pemOf(pki.Serving("n1", nil, ips("10.0.0.2")))...)), facts: approver.Facts{Node: n1},
+		{name: "two PEM blocks are denied", csr: raw(append(append([]byte{}, good...), pemOf(pki.Serving("n1", nil, pki.IPs("10.0.0.2")))...)), facts: approver.Facts{Node: n1},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
 		{name: "a PEM block with headers is denied", csr: raw([]byte(strings.Replace(string(good), "-----\n", "-----\nProc-Type: 4,ENCRYPTED\n\n", 1))), facts: approver.Facts{Node: n1},
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonMalformedRequest}},
@@ -793,8 +963,20 @@ func TestEvaluateRequestAndKeys(t *testing.T) {
 
 func TestEvaluateSiblings(t *testing.T) {
 	t.Parallel()
+	// sib is a sibling this process has looked at: a pending one waits for
+	// facts.
 	sib := func(name string, age time.Duration, s approver.State) approver.Sibling {
-		return approver.Sibling{Name: name, Created: now.Add(-age), State: s}
+		progress := approver.LookedAt
+		if s.Pending() {
+			progress = approver.WaitingForFacts
+		}
+		return approver.Sibling{Name: name, Created: now.Add(-age), State: s, Progress: progress}
+	}
+	unseen := func(name string, age time.Duration) approver.Sibling {
+		return approver.Sibling{Name: name, Created: now.Add(-age), Progress: approver.NotLookedAt}
+	}
+	decidedPending := func(name string, age time.Duration) approver.Sibling {
+		return approver.Sibling{Name: name, Created: now.Add(-age), Progress: approver.LookedAt}
 	}
 	pending, approved, denied := approver.State{}, approver.State{Approved: true}, approver.State{Denied: true}
 	self := created(pki.ClientRenewal("n1"), now.Add(-5*time.Minute))
@@ -867,6 +1049,32 @@ func TestEvaluateSiblings(t *testing.T) {
 			want: approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonTooManyPending},
 		},
 		{
+			name:  "an older sibling nobody has looked at yet is decided first",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{unseen("older", 6*time.Minute)}},
+			want:  approver.Decision{Verdict: approver.Retry, Reason: approver.ReasonQueuedBehindOlder},
+		},
+		{
+			name:  "a newer sibling nobody has looked at yet does not hold this one back",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{unseen("newer", time.Minute)}},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "older pending siblings that were looked at and wait for nothing (a dry run, leavePending) do not count for the cap",
+			csr:  self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{
+				decidedPending("a", 14*time.Minute), decidedPending("b", 12*time.Minute), decidedPending("c", 10*time.Minute), decidedPending("d", 8*time.Minute),
+			}},
+			want: approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name:  "an unseen sibling older than the grace period holds nothing back",
+			csr:   self,
+			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{unseen("stale", time.Hour)}},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
 			name:  "the CSR itself among its siblings is not counted",
 			csr:   self,
 			facts: approver.Facts{Authorization: allowed, Siblings: []approver.Sibling{sib(self.Name, 5*time.Minute, approved)}},
@@ -882,9 +1090,9 @@ func TestTheSubjectAccessReviewIsAskedForLast(t *testing.T) {
 	if d := approver.Evaluate(ok, &approver.Facts{Now: now}, &p); d.Missing != approver.FactAuthorization || d.Verdict != approver.Retry {
 		t.Errorf("a request that passes every other rule should ask for the SubjectAccessReview, got %+v", d)
 	}
-	pending := approver.State{}
+	waiting := approver.WaitingForFacts
 	noisy := &approver.Facts{Now: now, Siblings: []approver.Sibling{
-		{Name: "a", Created: now.Add(-10 * time.Minute), State: pending}, {Name: "b", Created: now.Add(-10 * time.Minute), State: pending}, {Name: "c", Created: now.Add(-10 * time.Minute), State: pending},
+		{Name: "a", Created: now.Add(-10 * time.Minute), Progress: waiting}, {Name: "b", Created: now.Add(-10 * time.Minute), Progress: waiting}, {Name: "c", Created: now.Add(-10 * time.Minute), Progress: waiting},
 	}}
 	if d := approver.Evaluate(ok, noisy, &p); d.Reason != approver.ReasonTooManyPending || d.Missing != approver.FactNone {
 		t.Errorf("a flood is denied without a SubjectAccessReview, got %+v", d)
@@ -912,7 +1120,7 @@ func TestPlan(t *testing.T) {
 			approver.Plan{Permission: perm("nodeclient"), Siblings: true}},
 		{"a bootstrap request also reads the Node when existing nodes are refused", pki.ClientBootstrap("n1", "abcdef"), &bootstrapStrict,
 			approver.Plan{Permission: perm("nodeclient"), Node: "n1", Siblings: true}},
-		{"a serving request reads the Node its CommonName names", pki.Serving("n1", []string{"n2"}, nil), &def,
+		{"a serving request reads the Node its CommonName names", pki.Serving("n1", []string{"n2"}, pki.IPs("10.0.0.1")), &def,
 			approver.Plan{Node: "n1", Siblings: true, Claimants: true}},
 		{"a serving request asks for DNS answers when resolution is on", servingN1(), &resolving,
 			approver.Plan{Node: "n1", Siblings: true, ResolveDNS: true, Claimants: true}},
@@ -922,8 +1130,8 @@ func TestPlan(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := approver.Read(pki.MustObject(t, tc.csr))
-			if diff := cmp.Diff(tc.want, approver.PlanFor(r, tc.policy)); diff != "" {
-				t.Errorf("PlanFor() mismatch (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tc.want, approver.NewReview(r, tc.policy).Plan()); diff != "" {
+				t.Errorf("Plan() mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -934,18 +1142,16 @@ func TestDNSNamesToResolve(t *testing.T) {
 	p := approver.DefaultPolicy()
 	p.Serving.ResolveDNS = true
 	p.Serving.DNSSuffixes = []string{"nodes.example.org"}
-	r := approver.Read(pki.MustObject(t, pki.Serving("n1", []string{"n1.example.com", "A.nodes.example.org.", "a.nodes.example.org", "other.example.net"}, nil)))
-	got := approver.DNSNamesToResolve(r, n1, &p)
+	r := approver.Read(pki.MustObject(t, pki.Serving("n1", []string{"n1.example.com", "A.nodes.example.org.", "a.nodes.example.org", "other.example.net"}, pki.IPs("10.0.0.1"))))
+	got := approver.NewReview(r, &p).NamesToResolve(n1)
 	if diff := cmp.Diff([]string{"a.nodes.example.org"}, got); diff != "" {
-		t.Errorf("DNSNamesToResolve() mismatch (-want +got):\n%s", diff)
+		t.Errorf("NamesToResolve() mismatch (-want +got):\n%s", diff)
 	}
 }
 
 func perm(sub string) *authorizationv1.ResourceAttributes {
 	return &authorizationv1.ResourceAttributes{Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Verb: "create", Subresource: sub, Version: "*"}
 }
-
-func pkixName(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }
 
 func created(c pki.CSR, at time.Time) pki.CSR { c.Created = at; return c }
 
@@ -982,7 +1188,7 @@ func runEval(t *testing.T, cases []evalCase) {
 				t.Errorf("message %q should be one full sentence", got.Message)
 			}
 			// A decision that needs facts must have asked for them.
-			plan := approver.PlanFor(r, &p)
+			plan := approver.NewReview(r, &p).Plan()
 			if got.Verdict == approver.Approve && r.Kind == approver.KindNodeClient && plan.Permission == nil {
 				t.Errorf("approved a client CSR without planning a SubjectAccessReview")
 			}
@@ -995,7 +1201,7 @@ func runEval(t *testing.T, cases []evalCase) {
 
 func TestClaimantsOf(t *testing.T) {
 	t.Parallel()
-	r := approver.Read(pki.MustObject(t, pki.Serving("n1", []string{"Shared.Example.com."}, ips("10.0.0.9", "2001:db8::9"))))
+	r := approver.Read(pki.MustObject(t, pki.Serving("n1", []string{"Shared.Example.com."}, pki.IPs("10.0.0.9", "2001:db8::9"))))
 	others := []*corev1.Node{
 		node("n1", "10.0.0.9", "shared.example.com"), // its own Node never counts
 		node("n2", "::ffff:10.0.0.9", "10.0.0.2"),
@@ -1008,8 +1214,8 @@ func TestClaimantsOf(t *testing.T) {
 		"2001:db8::9":        {"n3"},
 	}
 	p := approver.DefaultPolicy()
-	if diff := cmp.Diff(want, approver.ClaimantsOf(r, &p, others)); diff != "" {
-		t.Errorf("ClaimantsOf() mismatch (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, approver.NewReview(r, &p).Claimants(others)); diff != "" {
+		t.Errorf("Claimants() mismatch (-want +got):\n%s", diff)
 	}
 }
 
@@ -1020,5 +1226,36 @@ func TestServingWaitsForTheOtherNodes(t *testing.T) {
 	d := approver.Evaluate(r, &approver.Facts{Now: now, Node: node("n1", "n1.example.com", "10.0.0.1", "2001:db8::1")}, &p)
 	if d.Verdict != approver.Retry || d.Missing != approver.FactClaimants {
 		t.Errorf("without Claimants: %v %s (missing %d); want a Retry asking for FactClaimants", d.Verdict, d.Reason, d.Missing)
+	}
+}
+
+func TestTheSignatureIsCheckedOnce(t *testing.T) {
+	t.Parallel()
+	p := approver.DefaultPolicy()
+	good := pki.MustObject(t, created(servingN1(), now.Add(-time.Minute)))
+	r := approver.Read(good)
+	if r.SignatureVerified() {
+		t.Fatal("Read must not check the signature: the cheap rules come first")
+	}
+	approver.NewReview(r, &p)
+	if !r.SignatureVerified() {
+		t.Fatal("NewReview should have verified the signature of a request that passes the other rules")
+	}
+	// A caller that remembers having verified these bytes says so, and the
+	// signature is not checked again: a request signed by another key that
+	// is marked verified goes through (which is why only exact bytes that
+	// did verify may be marked).
+	bad := good.DeepCopy()
+	var err error
+	if bad.Spec.Request, err = pki.SignedByOtherKey(good.Spec.Request, key(t, pki.ECDSAP256)); err != nil {
+		t.Fatal(err)
+	}
+	marked := approver.Read(bad)
+	marked.MarkSignatureVerified()
+	if d := approver.NewReview(marked, &p).Decided(); d != nil {
+		t.Errorf("a request marked verified was checked again: %s", d.Reason)
+	}
+	if d := approver.NewReview(approver.Read(bad), &p).Decided(); d == nil || d.Reason != approver.ReasonSignatureInvalid {
+		t.Errorf("an unmarked request signed by another key should be SignatureInvalid, got %+v", d)
 	}
 }

@@ -102,9 +102,10 @@ func FuzzEvaluate(f *testing.F) {
 			{Type: corev1.NodeInternalIP, Address: "10.0.0.2"}, {Type: corev1.NodeHostName, Address: "n2.example.com"},
 		}}}
 		p := approver.DefaultPolicy()
+		v := approver.NewReview(r, &p)
 		f := &approver.Facts{Now: now, Node: node, Authorization: &approver.Authorization{Allowed: authorized},
-			Claimants: approver.ClaimantsOf(r, &p, []*corev1.Node{other})}
-		d := approver.Evaluate(r, f, &p)
+			Claimants: v.Claimants([]*corev1.Node{other})}
+		d := v.Evaluate(f)
 		if d.Verdict != approver.Approve {
 			return
 		}

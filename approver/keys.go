@@ -10,13 +10,17 @@ import (
 )
 
 // checkKey returns a KeyNotAllowed decision when the request's public key is
-// not one the policy accepts, or nil.
+// not one the policy accepts, or nil. It runs before the signature is
+// checked, so that an oversized key costs nothing.
 func checkKey(x *x509.CertificateRequest, p KeyPolicy) *Decision {
 	var problem string
 	switch k := x.PublicKey.(type) {
 	case *rsa.PublicKey:
-		if bits := k.N.BitLen(); bits < p.RSAMinBits {
+		switch bits := k.N.BitLen(); {
+		case bits < p.RSAMinBits:
 			problem = fmt.Sprintf("The request's RSA key has %d bits; approver.keys.rsaMinBits requires at least %d.", bits, p.RSAMinBits)
+		case p.RSAMaxBits > 0 && bits > p.RSAMaxBits:
+			problem = fmt.Sprintf("The request's RSA key has %d bits; approver.keys.rsaMaxBits allows at most %d.", bits, p.RSAMaxBits)
 		}
 	case *ecdsa.PublicKey:
 		if curve := k.Curve.Params().Name; !slices.Contains(p.ECDSACurves, curve) {

@@ -51,9 +51,32 @@ type NodeClientPolicy struct {
 	AllowBootstrapForExistingNode bool
 }
 
+// NonNodeRequesters says what to do with a kubelet-serving CSR filed by an
+// identity that is not a node's.
+type NonNodeRequesters string
+
+const (
+	// DenyNonNodeRequesters denies them (the default): only a node's own
+	// kubelet asks for its serving certificate.
+	DenyNonNodeRequesters NonNodeRequesters = "deny"
+	// IgnoreNonNodeRequesters leaves them alone, without an Event, for the
+	// virtual kubelets and charts that use this signer with an identity of
+	// their own and an approver of their own.
+	IgnoreNonNodeRequesters NonNodeRequesters = "ignore"
+)
+
 // ServingPolicy governs kubernetes.io/kubelet-serving CSRs.
 type ServingPolicy struct {
 	Enabled bool
+	// OnInvalid applies to requests that break a rule of their own (shape,
+	// names, addresses), for clusters with a second approver.
+	OnInvalid OnViolation
+	// NonNodeRequesters applies to requests from identities that are not
+	// nodes.
+	NonNodeRequesters NonNodeRequesters
+	// RequireIP denies requests without an IP address: since Kubernetes 1.31
+	// a kubelet asks for a serving certificate only once it has one.
+	RequireIP bool
 	// MaxSANs bounds the number of DNS and IP SANs a request may carry.
 	MaxSANs int
 	// ClusterDomain is the cluster's service DNS domain; names under it are
@@ -64,6 +87,9 @@ type ServingPolicy struct {
 	DNSSuffixes []string         // canonical, without leading dot: "nodes.example.com"
 	DNSPatterns []*regexp.Regexp // anchored by the config package
 	IPPrefixes  []netip.Prefix
+	// RequiredPrefixes, when set, confine every IP address of a request:
+	// each must lie in one of them, whoever lists it.
+	RequiredPrefixes []netip.Prefix
 	// ResolveDNS requires DNS names admitted through DNSSuffixes or
 	// DNSPatterns to resolve to one of the Node's IP addresses.
 	ResolveDNS bool
@@ -80,7 +106,11 @@ type ServingPolicy struct {
 
 // KeyPolicy says which public keys a request may carry.
 type KeyPolicy struct {
-	RSAMinBits  int
+	RSAMinBits int
+	// RSAMaxBits bounds the modulus, checked before the signature: verifying
+	// costs the square of the modulus, and a huge validly signed key is
+	// cheap to make.
+	RSAMaxBits  int
 	ECDSACurves []string // "P-256", "P-384", "P-521"
 	Ed25519     bool
 }
@@ -114,12 +144,16 @@ func DefaultPolicy() Policy {
 			AllowBootstrapForExistingNode: true,
 		},
 		Serving: ServingPolicy{
-			Enabled:       true,
-			MaxSANs:       64,
-			ClusterDomain: "cluster.local",
+			Enabled:           true,
+			OnInvalid:         DenyViolation,
+			NonNodeRequesters: DenyNonNodeRequesters,
+			RequireIP:         true,
+			MaxSANs:           64,
+			ClusterDomain:     "cluster.local",
 		},
 		Keys: KeyPolicy{
 			RSAMinBits:  2048,
+			RSAMaxBits:  8192,
 			ECDSACurves: []string{"P-256", "P-384"},
 		},
 		GracePeriod:       15 * time.Minute,

@@ -60,9 +60,17 @@ func KindOf(signerName string) Kind {
 	}
 }
 
+// MaxRequestBytes bounds spec.request. A kubelet's request is under 1 KiB
+// and one with a 16384-bit RSA key about 5 KiB; anything larger is refused
+// before it is parsed.
+const MaxRequestBytes = 64 << 10
+
 // Request is a CSR read once: the parsed x509 request and what it claims.
-// Reading never fails; a request that cannot be parsed or whose signature does
-// not verify carries the reason in Problem and is denied by Evaluate.
+// Reading never fails; a request that cannot be parsed carries the reason in
+// Problem and is denied by Evaluate. The signature is checked later, once,
+// by the rules, after the cheap ones (the key's size among them): verifying
+// costs more than everything else a request needs, and grows with the
+// square of an RSA modulus.
 type Request struct {
 	CSR  *certificatesv1.CertificateSigningRequest
 	Kind Kind
@@ -73,12 +81,22 @@ type Request struct {
 	// NodeName is the node the CommonName names ("" when the CN is not a
 	// node's).
 	NodeName string
+
+	// signature is the outcome of the signature check: unchecked, or the
+	// error it gave (nil when it verified).
+	signatureChecked bool
+	signatureErr     error
 }
 
-// Read parses csr's request. It checks the signature, so a Request with no
-// Problem was signed by the key it carries.
+// Read parses csr's request, bounded by MaxRequestBytes. It does not check
+// the signature: the rules do, once (see SignatureVerified).
 func Read(csr *certificatesv1.CertificateSigningRequest) *Request {
 	r := &Request{CSR: csr, Kind: KindOf(csr.Spec.SignerName)}
+	if n := len(csr.Spec.Request); n > MaxRequestBytes {
+		d := deny(ReasonMalformedRequest, fmt.Sprintf("spec.request is %d bytes; a kubelet certificate request is under %d.", n, MaxRequestBytes))
+		r.Problem = &d
+		return r
+	}
 	x, err := ParsePEM(csr.Spec.Request)
 	if err != nil {
 		d := deny(ReasonMalformedRequest, fmt.Sprintf("spec.request is not a usable certificate request: %v.", err))
@@ -87,11 +105,27 @@ func Read(csr *certificatesv1.CertificateSigningRequest) *Request {
 	}
 	r.X509 = x
 	r.NodeName = NodeNameFromCN(x.Subject.CommonName)
-	if err := x.CheckSignature(); err != nil {
-		d := deny(ReasonSignatureInvalid, fmt.Sprintf("The request's signature does not verify with the public key it carries: %v.", err))
-		r.Problem = &d
-	}
 	return r
+}
+
+// MarkSignatureVerified records that the caller has verified these exact
+// request bytes before (it remembers them by digest), so that a request
+// retried while it waits for facts is verified once, not at every retry.
+func (r *Request) MarkSignatureVerified() {
+	r.signatureChecked, r.signatureErr = true, nil
+}
+
+// SignatureVerified reports whether the signature has been checked and
+// verified (by the rules, or as MarkSignatureVerified says).
+func (r *Request) SignatureVerified() bool { return r.signatureChecked && r.signatureErr == nil }
+
+// checkSignature verifies the signature at most once per Request.
+func (r *Request) checkSignature() error {
+	if !r.signatureChecked {
+		r.signatureChecked = true
+		r.signatureErr = r.X509.CheckSignature()
+	}
+	return r.signatureErr
 }
 
 // ParsePEM decodes a PEM certificate request strictly: exactly one block of

@@ -28,6 +28,10 @@ func ruleServingSANs(r *Request, p *Policy) *Decision {
 		d := deny(ReasonTooManySANs, fmt.Sprintf("The request carries %d DNS names and IP addresses; approver.kubeletServing.maxSANs allows %d.", n, p.Serving.MaxSANs))
 		return &d
 	}
+	if p.Serving.RequireIP && len(x.IPAddresses) == 0 {
+		d := deny(ReasonNoIPAddress, "The request carries no IP address; since Kubernetes 1.31 a kubelet asks for a serving certificate only once its Node has one (approver.kubeletServing.requireIP: false allows DNS-only requests).")
+		return &d
+	}
 	for _, name := range x.DNSNames {
 		if d := checkDNSName(name, p); d != nil {
 			return d
@@ -43,9 +47,31 @@ func ruleServingSANs(r *Request, p *Policy) *Decision {
 			d := deny(ReasonSANForbidden, fmt.Sprintf("IP address %s is %s; no node may hold a certificate for it.", a, why))
 			return &d
 		}
+		if !inRequired(a, &p.Serving) {
+			d := deny(ReasonSANOutsideRequired, fmt.Sprintf("IP address %s is outside approver.kubeletServing.requiredCIDRs %s.", a, prefixList(p.Serving.RequiredPrefixes)))
+			return &d
+		}
 	}
 	return nil
 }
+
+// inRequired reports whether a lies in approver.kubeletServing.requiredCIDRs
+// (always, when none are set).
+func inRequired(a netip.Addr, s *ServingPolicy) bool {
+	return len(s.RequiredPrefixes) == 0 || inAny(s.RequiredPrefixes, a)
+}
+
+func prefixList(prefixes []netip.Prefix) string {
+	s := make([]string, len(prefixes))
+	for i, pr := range prefixes {
+		s[i] = pr.String()
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+// maxLabel is the longest DNS label (RFC 1035); IsDNS1123Subdomain bounds
+// the whole name (253) but not its labels.
+const maxLabel = 63
 
 func checkDNSName(name string, p *Policy) *Decision {
 	c := CanonicalDNS(name)
@@ -56,6 +82,12 @@ func checkDNSName(name string, p *Policy) *Decision {
 	if errs := validation.IsDNS1123Subdomain(c); len(errs) > 0 {
 		d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q is not a valid host name: %s.", name, errs[0]))
 		return &d
+	}
+	for label := range strings.SplitSeq(c, ".") {
+		if len(label) > maxLabel {
+			d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q has a label of %d octets; DNS allows at most %d (RFC 1035).", name, len(label), maxLabel))
+			return &d
+		}
 	}
 	if endsInNumber(c) {
 		d := deny(ReasonSANInvalid, fmt.Sprintf("DNS name %q reads as an IPv4 address; an address belongs in the request's IP addresses, where policy checks it as one.", name))
@@ -83,12 +115,21 @@ func endsInNumber(c string) bool {
 	return last != "" && strings.Trim(last, "0123456789") == ""
 }
 
+// loopbackNames are the names that hosts resolve to their own loopback
+// address: RFC 6761's localhost (and every name under .localhost, above),
+// and the spellings of common /etc/hosts files.
+var loopbackNames = map[string]bool{
+	"localhost": true, "localhost4": true, "localhost6": true,
+	"localhost.localdomain": true, "localhost4.localdomain4": true, "localhost6.localdomain6": true,
+	"ip6-localhost": true, "ip6-loopback": true,
+}
+
 // forbiddenName says why a canonical DNS name may never be in a kubelet
 // serving certificate (by nature, or by s.DeniedNames), or "".
 func forbiddenName(c string, s *ServingPolicy) string {
 	clusterDomain := s.ClusterDomain
 	switch {
-	case c == "localhost" || strings.HasSuffix(c, ".localhost") || c == "localhost.localdomain":
+	case loopbackNames[c] || strings.HasSuffix(c, ".localhost"):
 		return "a loopback name"
 	case c == "kubernetes" || c == "kubernetes.default" || strings.HasPrefix(c, "kubernetes.default."):
 		return "the Kubernetes API server's service name"
@@ -173,31 +214,20 @@ func NodeAddressKeys(n *corev1.Node) []string {
 	return keys
 }
 
-// ClaimantsOf answers Facts.Claimants: for each of r's ClaimKeys, the Nodes
-// of others, except r's own, whose addresses list it.
-func ClaimantsOf(r *Request, p *Policy, others []*corev1.Node) map[string][]string {
-	claimants := map[string][]string{}
-	sans := ClaimKeys(r, p)
-	for _, n := range others {
-		if n.Name == r.NodeName {
-			continue
-		}
-		for _, k := range NodeAddressKeys(n) {
-			if slices.Contains(sans, k) && !slices.Contains(claimants[k], n.Name) {
-				claimants[k] = append(claimants[k], n.Name)
-			}
-		}
-	}
-	return claimants
+// Claimants answers Facts.Claimants: for each of the request's ClaimKeys,
+// the Nodes among others, except the request's own, whose addresses list
+// it. The map is never nil.
+func (v *Review) Claimants(others []*corev1.Node) map[string][]string {
+	return claimantsOf(v.claimKeys, v.Request.NodeName, others)
 }
 
-// ClaimKeys lists the AddressKeys of a request's SANs that no other Node
-// may list: its DNS names, and its IP addresses outside sharedCIDRs (which
-// several Nodes may list, so no other Node's listing is looked for).
-func ClaimKeys(r *Request, p *Policy) []string {
-	if r.X509 == nil {
-		return nil
-	}
+// ClaimKeys lists the AddressKeys of the request's SANs that no other Node
+// may list, computed once by NewReview: its DNS names, and its IP addresses
+// outside sharedCIDRs (which several Nodes may list, so no other Node's
+// listing is looked for).
+func (v *Review) ClaimKeys() []string { return v.claimKeys }
+
+func claimKeys(r *Request, p *Policy) []string {
 	keys := make([]string, 0, len(r.X509.DNSNames)+len(r.X509.IPAddresses))
 	for _, n := range r.X509.DNSNames {
 		keys = append(keys, CanonicalDNS(n))
@@ -210,28 +240,72 @@ func ClaimKeys(r *Request, p *Policy) []string {
 	return keys
 }
 
+// claimantsOf finds, for each key, the Nodes among others (except self)
+// whose addresses list it. The map is never nil.
+func claimantsOf(keys []string, self string, others []*corev1.Node) map[string][]string {
+	claimants := map[string][]string{}
+	for _, n := range others {
+		if n.Name == self {
+			continue
+		}
+		for _, k := range NodeAddressKeys(n) {
+			if slices.Contains(keys, k) && !slices.Contains(claimants[k], n.Name) {
+				claimants[k] = append(claimants[k], n.Name)
+			}
+		}
+	}
+	return claimants
+}
+
+// LookupClaimKeys lists the addresses of a Lookup that could admit its
+// name, and so must be looked for among the other Nodes: those of the
+// request's Node, outside sharedCIDRs.
+func (v *Review) LookupClaimKeys(l Lookup, node *corev1.Node) []string {
+	if node == nil {
+		return nil
+	}
+	own := addressesOf(node)
+	var keys []string
+	for _, a := range l.Addrs {
+		a = a.Unmap()
+		if slices.Contains(own.ips, a) && !inAny(v.Policy.Serving.SharedPrefixes, a) && !slices.Contains(keys, a.String()) {
+			keys = append(keys, a.String())
+		}
+	}
+	return keys
+}
+
+// LookupClaimants answers Lookup.Claimants for l: for each of its
+// LookupClaimKeys, the Nodes among others, except the request's own, that
+// list it. The map is never nil.
+func (v *Review) LookupClaimants(l Lookup, node *corev1.Node, others []*corev1.Node) map[string][]string {
+	return claimantsOf(v.LookupClaimKeys(l, node), v.Request.NodeName, others)
+}
+
 // checkServingNode checks every SAN against the Node the CommonName names.
 // The Node is found by the CN, never by a name taken from the SANs. A
 // kubelet writes its own Node's addresses, so a SAN that another Node also
 // lists is refused whatever else would admit it: one compromised node must
-// not obtain a certificate for another's name or address.
-func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
+// not obtain a certificate for another's name or address. viaDNS reports a
+// name admitted by what it resolves to.
+func checkServingNode(v *Review, f *Facts) (d *Decision, viaDNS bool) {
+	r, p := v.Request, v.Policy
 	if f.Node == nil {
 		d := waitOrDeny(r, f, p, ReasonNodeNotFound, fmt.Sprintf("Node %q is not registered.", r.NodeName))
-		return &d
+		return &d, false
 	}
 	own := addressesOf(f.Node)
 	if len(own.ips) == 0 && len(own.names) == 0 {
 		d := waitOrDeny(r, f, p, ReasonNodeHasNoAddresses, fmt.Sprintf("Node %q reports no addresses yet.", r.NodeName))
-		return &d
+		return &d, false
 	}
 	if f.Claimants == nil {
-		return missingFact(FactClaimants, "the other Nodes' addresses")
+		return missingFact(FactClaimants, "the other Nodes' addresses"), false
 	}
-	for _, key := range ClaimKeys(r, p) {
+	for _, key := range v.claimKeys {
 		if others := f.Claimants[key]; len(others) > 0 {
 			d := deny(ReasonSANOwnedByOtherNode, fmt.Sprintf("%s is an address of Node %q; a node may only hold a certificate for its own addresses that no other Node lists.", key, others[0]))
-			return &d
+			return &d, false
 		}
 	}
 	for _, ip := range r.X509.IPAddresses {
@@ -243,7 +317,7 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 			continue
 		}
 		d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("IP address %s is not one of Node %q's addresses %s; allow it with approver.kubeletServing.ipCIDRs.", a, r.NodeName, own.ipList()))
-		return &d
+		return &d, false
 	}
 	for _, name := range r.X509.DNSNames {
 		c := CanonicalDNS(name)
@@ -252,21 +326,27 @@ func checkServingNode(r *Request, f *Facts, p *Policy) *Decision {
 		}
 		if !p.extraNameAllowed(c) {
 			d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("DNS name %q is not one of Node %q's addresses %s; allow it with approver.kubeletServing.dnsSuffixes or dnsPatterns.", name, r.NodeName, own.nameList()))
-			return &d
+			return &d, false
 		}
 		if !p.Serving.ResolveDNS {
 			continue
 		}
-		if d := checkResolution(r, f, p, name, c, own); d != nil {
-			return d
+		if d := v.checkResolution(f, name, c, own); d != nil {
+			return d, false
 		}
+		viaDNS = true
 	}
-	return nil
+	return nil, viaDNS
 }
 
-// checkResolution requires a name admitted by suffix or pattern to resolve to
-// one of the Node's IP addresses.
-func checkResolution(r *Request, f *Facts, p *Policy, name, c string, own nodeAddresses) *Decision {
+// checkResolution requires a name admitted by suffix or pattern to resolve
+// to an address that would pass as an IP SAN of the Node: one of its own,
+// neither forbidden nor denied, inside requiredCIDRs when set, that no
+// other Node lists (unless sharedCIDRs holds it). A node writes its own
+// Node's addresses, so "one of its own" alone would let it list a
+// neighbour's address and claim the neighbour's name.
+func (v *Review) checkResolution(f *Facts, name, c string, own nodeAddresses) *Decision {
+	r, p := v.Request, v.Policy
 	l, ok := f.Lookups[c]
 	if !ok {
 		return missingFact(FactLookup, "the DNS lookup of "+c)
@@ -279,20 +359,41 @@ func checkResolution(r *Request, f *Facts, p *Policy, name, c string, own nodeAd
 		d := deny(ReasonDNSResolutionFailed, fmt.Sprintf("DNS name %q does not resolve (%v); approver.kubeletServing.dnsResolution requires it to resolve to one of Node %q's addresses.", name, l.Err, r.NodeName))
 		return &d
 	}
+	if len(v.LookupClaimKeys(l, f.Node)) > 0 && l.Claimants == nil {
+		return missingFact(FactClaimants, "the other Nodes listing the addresses of "+c)
+	}
+	var refused string
 	for _, a := range l.Addrs {
-		if slices.Contains(own.ips, a.Unmap()) {
+		a = a.Unmap()
+		if !slices.Contains(own.ips, a) {
+			continue
+		}
+		switch why := forbiddenIP(a, &p.Serving); {
+		case why != "":
+			refused = fmt.Sprintf("%s, which is %s", a, why)
+		case !inRequired(a, &p.Serving):
+			refused = fmt.Sprintf("%s, which is outside approver.kubeletServing.requiredCIDRs", a)
+		case len(l.Claimants[a.String()]) > 0 && !inAny(p.Serving.SharedPrefixes, a):
+			d := deny(ReasonSANOwnedByOtherNode, fmt.Sprintf("DNS name %q resolves to %s, an address of Node %q; a name is admitted only through an address of the Node's own that no other Node lists (approver.kubeletServing.dnsResolution).", name, a, l.Claimants[a.String()][0]))
+			return &d
+		default:
 			return nil
 		}
+	}
+	if refused != "" {
+		d := deny(ReasonSANForbidden, fmt.Sprintf("DNS name %q resolves to %s; no node may hold a certificate through it.", name, refused))
+		return &d
 	}
 	d := deny(ReasonSANNotOwnedByNode, fmt.Sprintf("DNS name %q resolves to %v, none of which is one of Node %q's addresses %s (approver.kubeletServing.dnsResolution).", name, l.Addrs, r.NodeName, own.ipList()))
 	return &d
 }
 
-// DNSNamesToResolve lists the canonical DNS names of r that Evaluate will
-// want resolved given the Node: those admitted by suffix or pattern rather
-// than by the Node's own addresses.
-func DNSNamesToResolve(r *Request, node *corev1.Node, p *Policy) []string {
-	if r.X509 == nil || node == nil || !p.Serving.ResolveDNS {
+// NamesToResolve lists the canonical DNS names of the request that Evaluate
+// will want resolved given the Node: those admitted by suffix or pattern
+// rather than by the Node's own addresses.
+func (v *Review) NamesToResolve(node *corev1.Node) []string {
+	r, p := v.Request, v.Policy
+	if v.early != nil || node == nil || !p.Serving.ResolveDNS {
 		return nil
 	}
 	own := addressesOf(node)

@@ -38,15 +38,33 @@ func StateOf(csr *certificatesv1.CertificateSigningRequest) State {
 	return s
 }
 
+// Progress is how far the approver of this process has got with a pending
+// CSR: the flood rules tell a request nobody has looked at yet from one
+// that waits for facts.
+type Progress int
+
+const (
+	// NotLookedAt means this process has not evaluated the CSR yet.
+	NotLookedAt Progress = iota
+	// LookedAt means evaluated, and decided or left pending on purpose (dry run,
+	// leavePending); it waits for nothing.
+	LookedAt
+	// WaitingForFacts means evaluated, and waiting for its Node, its addresses, a
+	// DNS answer or the authorizer. A flood of these is what
+	// maxPendingPerNode caps.
+	WaitingForFacts
+)
+
 // Sibling is another CSR for the same signer, node and requester, as far as
 // the flood rules need to know it.
 type Sibling struct {
-	Name    string
-	Created time.Time
-	State   State
+	Name     string
+	Created  time.Time
+	State    State
+	Progress Progress
 }
 
-// SiblingOf summarises csr for the flood rules.
+// SiblingOf summarises csr for the flood rules; the caller adds Progress.
 func SiblingOf(csr *certificatesv1.CertificateSigningRequest) Sibling {
 	return Sibling{Name: csr.Name, Created: csr.CreationTimestamp.Time, State: StateOf(csr)}
 }
@@ -60,9 +78,11 @@ func SiblingKey(csr *certificatesv1.CertificateSigningRequest, nodeName string) 
 	return csr.Spec.SignerName + "|" + nodeName + "|" + csr.Spec.Username
 }
 
-// newer orders siblings for the pending cap: by creation time, then by name,
-// so that the order is total.
-func newer(a, b Sibling) bool {
+// Newer orders siblings in the order they are decided: by creation time,
+// then by name, so that the order is total. (Creation timestamps have
+// one-second resolution: of two requests of the same second, the name
+// decides, which only fixes an order, not which came first.)
+func Newer(a, b Sibling) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.After(b.Created)
 	}

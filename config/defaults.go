@@ -42,6 +42,7 @@ func Default() *ControllerConfig {
 			MaxPendingPerNode: p.MaxPendingPerNode,
 			Keys: Keys{
 				RSAMinBits:  p.Keys.RSAMinBits,
+				RSAMaxBits:  p.Keys.RSAMaxBits,
 				ECDSACurves: p.Keys.ECDSACurves,
 				Ed25519:     p.Keys.Ed25519,
 			},
@@ -53,10 +54,13 @@ func Default() *ControllerConfig {
 				Bootstrap:             Bootstrap{AllowExistingNode: p.NodeClient.AllowBootstrapForExistingNode},
 			},
 			KubeletServing: KubeletServing{
-				Enabled:       p.Serving.Enabled,
-				MaxSANs:       p.Serving.MaxSANs,
-				ClusterDomain: p.Serving.ClusterDomain,
-				DNSResolution: DNSResolution{Timeout: duration(2 * time.Second)},
+				Enabled:           p.Serving.Enabled,
+				OnInvalid:         string(p.Serving.OnInvalid),
+				NonNodeRequesters: string(p.Serving.NonNodeRequesters),
+				RequireIP:         p.Serving.RequireIP,
+				MaxSANs:           p.Serving.MaxSANs,
+				ClusterDomain:     p.Serving.ClusterDomain,
+				DNSResolution:     DNSResolution{Timeout: duration(2 * time.Second)},
 			},
 		},
 		Cleaner: Cleaner{

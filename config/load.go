@@ -85,13 +85,17 @@ func (c *ControllerConfig) ApproverPolicy() approver.Policy {
 			AllowBootstrapForExistingNode: a.NodeClient.Bootstrap.AllowExistingNode,
 		},
 		Serving: approver.ServingPolicy{
-			Enabled:       s.Enabled,
-			MaxSANs:       s.MaxSANs,
-			ClusterDomain: approver.CanonicalDNS(s.ClusterDomain),
-			ResolveDNS:    s.DNSResolution.Enabled,
+			Enabled:           s.Enabled,
+			OnInvalid:         approver.OnViolation(s.OnInvalid),
+			NonNodeRequesters: approver.NonNodeRequesters(s.NonNodeRequesters),
+			RequireIP:         s.RequireIP,
+			MaxSANs:           s.MaxSANs,
+			ClusterDomain:     approver.CanonicalDNS(s.ClusterDomain),
+			ResolveDNS:        s.DNSResolution.Enabled,
 		},
 		Keys: approver.KeyPolicy{
 			RSAMinBits:  a.Keys.RSAMinBits,
+			RSAMaxBits:  a.Keys.RSAMaxBits,
 			ECDSACurves: a.Keys.ECDSACurves,
 			Ed25519:     a.Keys.Ed25519,
 		},
@@ -111,6 +115,9 @@ func (c *ControllerConfig) ApproverPolicy() approver.Policy {
 	}
 	for _, cidr := range s.IPCIDRs {
 		p.Serving.IPPrefixes = append(p.Serving.IPPrefixes, mustParseCIDR(cidr))
+	}
+	for _, cidr := range s.RequiredCIDRs {
+		p.Serving.RequiredPrefixes = append(p.Serving.RequiredPrefixes, mustParseCIDR(cidr))
 	}
 	for _, name := range s.DeniedNames {
 		p.Serving.DeniedNames = append(p.Serving.DeniedNames, approver.CanonicalDNS(name))

@@ -66,6 +66,10 @@ const (
 type Keys struct {
 	// RSAMinBits is the smallest RSA modulus accepted (at least 2048).
 	RSAMinBits int `json:"rsaMinBits"`
+	// RSAMaxBits is the largest RSA modulus accepted (at most 16384),
+	// checked before the signature: verifying costs the square of the
+	// modulus, and a huge validly signed key is cheap to make.
+	RSAMaxBits int `json:"rsaMaxBits"`
 	// ECDSACurves lists the accepted curves: P-256, P-384, P-521.
 	ECDSACurves []string `json:"ecdsaCurves"`
 	// Ed25519 accepts Ed25519 keys.
@@ -100,6 +104,16 @@ type Bootstrap struct {
 // KubeletServing governs kubernetes.io/kubelet-serving CSRs.
 type KubeletServing struct {
 	Enabled bool `json:"enabled"`
+	// OnInvalid is what happens to a request that breaks a rule (its shape,
+	// names or addresses): "deny" or "leavePending" (for a second approver).
+	OnInvalid string `json:"onInvalid"`
+	// NonNodeRequesters is what happens to a request from an identity that
+	// is not a node (virtual kubelets, some charts): "deny" or "ignore"
+	// (leave it alone, without an Event).
+	NonNodeRequesters string `json:"nonNodeRequesters"`
+	// RequireIP denies requests without an IP address: since Kubernetes
+	// 1.31 a kubelet asks for a serving certificate only once it has one.
+	RequireIP bool `json:"requireIP"`
 	// MaxSANs bounds the DNS names and IP addresses in one request.
 	MaxSANs int `json:"maxSANs"`
 	// ClusterDomain is the service DNS domain; names under it are refused.
@@ -112,6 +126,9 @@ type KubeletServing struct {
 	DNSPatterns []string `json:"dnsPatterns,omitempty"`
 	// IPCIDRs admits IP addresses inside these ranges beyond the Node's own.
 	IPCIDRs []string `json:"ipCIDRs,omitempty"`
+	// RequiredCIDRs confines every IP address of a request, whoever lists
+	// it: each must lie inside one of them. Empty: no confinement.
+	RequiredCIDRs []string `json:"requiredCIDRs,omitempty"`
 	// DeniedNames are never approved, whichever Node lists them: the API
 	// server's names (its load balancer, controlPlaneEndpoint) belong here.
 	// A name with a leading dot denies every name under it.

@@ -65,6 +65,9 @@ func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
 	if a.Keys.RSAMinBits < 2048 || a.Keys.RSAMinBits > 16384 {
 		errs = append(errs, field.Invalid(k.Child("rsaMinBits"), a.Keys.RSAMinBits, "must be between 2048 and 16384"))
 	}
+	if a.Keys.RSAMaxBits < max(a.Keys.RSAMinBits, 2048) || a.Keys.RSAMaxBits > 16384 {
+		errs = append(errs, field.Invalid(k.Child("rsaMaxBits"), a.Keys.RSAMaxBits, fmt.Sprintf("must be between rsaMinBits (%d) and 16384: it bounds the cost of a signature check", a.Keys.RSAMinBits)))
+	}
 	for i, c := range a.Keys.ECDSACurves {
 		if !slices.Contains(ecdsaCurves, c) {
 			errs = append(errs, field.NotSupported(k.Child("ecdsaCurves").Index(i), c, ecdsaCurves))
@@ -100,6 +103,14 @@ func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
 func validateServing(ks *KubeletServing, s *field.Path) (field.ErrorList, []string) {
 	var errs field.ErrorList
 	var warns []string
+	if ks.OnInvalid != string(approver.DenyViolation) && ks.OnInvalid != string(approver.LeavePending) {
+		errs = append(errs, field.NotSupported(s.Child("onInvalid"), ks.OnInvalid, []string{string(approver.DenyViolation), string(approver.LeavePending)}))
+	} else if ks.OnInvalid == string(approver.LeavePending) {
+		warns = append(warns, "approver.kubeletServing.onInvalid is leavePending: make sure another approver decides the serving CSRs this one refuses")
+	}
+	if ks.NonNodeRequesters != string(approver.DenyNonNodeRequesters) && ks.NonNodeRequesters != string(approver.IgnoreNonNodeRequesters) {
+		errs = append(errs, field.NotSupported(s.Child("nonNodeRequesters"), ks.NonNodeRequesters, []string{string(approver.DenyNonNodeRequesters), string(approver.IgnoreNonNodeRequesters)}))
+	}
 	if ks.MaxSANs < 1 || ks.MaxSANs > 1000 {
 		errs = append(errs, field.Invalid(s.Child("maxSANs"), ks.MaxSANs, "must be between 1 and 1000"))
 	}
@@ -138,7 +149,7 @@ func validateServing(ks *KubeletServing, s *field.Path) (field.ErrorList, []stri
 	for _, list := range []struct {
 		name  string
 		cidrs []string
-	}{{"deniedCIDRs", ks.DeniedCIDRs}, {"sharedCIDRs", ks.SharedCIDRs}} {
+	}{{"deniedCIDRs", ks.DeniedCIDRs}, {"sharedCIDRs", ks.SharedCIDRs}, {"requiredCIDRs", ks.RequiredCIDRs}} {
 		for i, cidr := range list.cidrs {
 			if _, err := parseCIDR(cidr); err != nil {
 				errs = append(errs, field.Invalid(s.Child(list.name).Index(i), cidr, err.Error()))

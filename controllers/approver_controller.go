@@ -2,21 +2,14 @@ package controllers
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/rest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -26,14 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 )
-
-// Resolver looks up host names; *net.Resolver is one.
-type Resolver interface {
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-}
 
 // ApproverOptions configure the ApproverReconciler.
 type ApproverOptions struct {
@@ -55,21 +44,26 @@ type ApproverOptions struct {
 }
 
 // ApproverReconciler approves or denies kubelet CSRs: it gathers the facts
-// the approver package asks for (Node, SubjectAccessReview, sibling CSRs, DNS)
-// and writes the decision through the /approval subresource.
+// the approver package asks for (Node, SubjectAccessReview, sibling CSRs,
+// DNS) through Decide, and writes the decision through the /approval
+// subresource. A node's CSRs of one signer are decided in the order they
+// were made.
 type ApproverReconciler struct {
 	Client   client.Client // reads from the cache, writes to the API server
-	Live     client.Reader // reads from the API server, to confirm a denial
+	Live     client.Reader // reads from the API server, to confirm a decision
 	Recorder events.EventRecorder
 	Metrics  *Metrics
 	Options  ApproverOptions
 
 	guard    writeGuard
 	queues   *queueDepth
-	verified *recentSet // shared with the signer; may be nil
-	allowed  authzCache
-	// readinessUnknown logs, once, that /readyz cannot be read.
-	readinessUnknown sync.Once
+	verified *recentSet // request digests whose signature verified; shared with the signer
+	auth     *authorizer
+	sources  *Sources
+	progress progressTable
+	// wake receives the next sibling of a CSR looked at without a write
+	// (which would have woken it through its own watch event).
+	wake chan event.GenericEvent
 	// dryRunSeen remembers the dry-run outcomes already reported.
 	dryRunSeen *recentSet
 }
@@ -78,14 +72,31 @@ type ApproverReconciler struct {
 // when the policy reads Nodes, Nodes whose addresses change, so that a CSR
 // waiting for its Node is decided as soon as the Node is there.
 func (r *ApproverReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.Options.DryRun && r.dryRunSeen == nil {
+	o := &r.Options
+	if o.DryRun && r.dryRunSeen == nil {
 		r.dryRunSeen = newRecentSet(4096)
 	}
+	if r.verified == nil {
+		r.verified = newRecentSet(4096)
+	}
+	r.wake = make(chan event.GenericEvent, 1024)
+	r.auth = &authorizer{client: r.Client, ready: o.APIServerReady, ttl: o.AuthorizationCacheTTL, grace: o.Policy.GracePeriod, now: o.Now, reviews: r.Metrics}
+	r.sources = &Sources{
+		Nodes:     cachedNodes{r.Client},
+		Live:      cachedNodes{r.Live},
+		Siblings:  r.siblings,
+		Authorize: r.auth.authorize,
+		Resolve: func(ctx context.Context, names []string) map[string]approver.Lookup {
+			return Resolve(ctx, o.Resolver, o.DNSTimeout, names)
+		},
+	}
+	h := &csrHandler{r: r}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("csr-approver").
-		WithOptions(controllerOptions(mgr, "csr-approver", r.Options.Workers, r.queues)).
-		Watches(&certificatesv1.CertificateSigningRequest{}, &csrHandler{r: r})
-	if approver.ReadsNodes(&r.Options.Policy) {
+		WithOptions(controllerOptions(mgr, "csr-approver", o.Workers, r.queues)).
+		Watches(&certificatesv1.CertificateSigningRequest{}, h).
+		WatchesRawSource(source.Channel(r.wake, h))
+	if approver.ReadsNodes(&o.Policy) {
 		b = b.Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.waitingOnNode), builder.WithPredicates(nodeAddressesChanged()))
 	}
 	return b.Complete(r)
@@ -96,291 +107,97 @@ func (r *ApproverReconciler) handles(csr *certificatesv1.CertificateSigningReque
 	return r.Options.Policy.Handles(approver.KindOf(csr.Spec.SignerName))
 }
 
+// pendingOurs reports whether csr is this approver's to decide now: of a
+// signer it approves, and neither approved nor denied.
+func (r *ApproverReconciler) pendingOurs(csr *certificatesv1.CertificateSigningRequest) bool {
+	return r.handles(csr) && approver.StateOf(csr).Pending()
+}
+
 // Reconcile decides one CSR.
 func (r *ApproverReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	res, err := r.reconcile(ctx, req)
-	return res, inCSR(req, err)
+	return csrReconcile(ctx, r.Client, req, &r.guard, r.pendingOurs, r.decide)
 }
 
-func (r *ApproverReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	csr := &certificatesv1.CertificateSigningRequest{}
-	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !r.handles(csr) || !approver.StateOf(csr).Pending() || r.guard.stale(csr) {
-		return ctrl.Result{}, nil
-	}
+func (r *ApproverReconciler) decide(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) (ctrl.Result, error) {
+	now := r.Options.Now()
 	in := approver.Read(csr)
-	if in.Problem == nil && r.verified != nil {
+	if r.verified.has(csr.Spec.Request) {
+		in.MarkSignatureVerified()
+	}
+	v := approver.NewReview(in, &r.Options.Policy)
+	if in.SignatureVerified() {
 		r.verified.add(csr.Spec.Request)
 	}
-	plan := approver.PlanFor(in, &r.Options.Policy)
-	facts := &approver.Facts{Now: r.Options.Now()}
-	if err := r.gather(ctx, in, plan, facts); err != nil {
-		return ctrl.Result{}, err
-	}
-	d, err := r.decide(ctx, in, plan, facts)
+	d, facts, err := Decide(ctx, r.sources, v, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if d.ConfirmNode {
-		// The decision rests on Nodes read from a cache that may lag the
-		// kubelets' own status updates by a moment: read them from the API
-		// server before it becomes final.
-		if err := r.confirmNodes(ctx, in, plan, facts); err != nil {
-			return ctrl.Result{}, err
-		}
-		if d, err = r.decide(ctx, in, plan, facts); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	return r.act(ctx, csr, in, d, facts.Now)
-}
-
-// decide evaluates the request, asking the API server for the
-// SubjectAccessReview only when every rule the cache can answer has passed:
-// a request denied for its shape, its siblings or its Node costs no API call.
-func (r *ApproverReconciler) decide(ctx context.Context, in *approver.Request, plan approver.Plan, facts *approver.Facts) (approver.Decision, error) {
-	d := approver.Evaluate(in, facts, &r.Options.Policy)
-	if d.Missing != approver.FactAuthorization || plan.Permission == nil || facts.Authorization != nil {
-		return d, nil
-	}
-	a, err := r.authorize(ctx, in.CSR, plan.Permission)
+	res, wrote, err := r.act(ctx, csr, in, d, now)
 	if err != nil {
-		return d, err
+		return res, err
 	}
-	facts.Authorization = a
-	return approver.Evaluate(in, facts, &r.Options.Policy), nil
-}
-
-// gather collects the facts plan asks for that the cache can answer; the
-// SubjectAccessReview comes later, if still needed.
-func (r *ApproverReconciler) gather(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts) error {
-	if plan.Siblings {
-		csrs, err := siblingsOf(ctx, r.Client, in.CSR, in.NodeName)
-		if err != nil {
-			return err
-		}
-		for i := range csrs {
-			s := approver.SiblingOf(&csrs[i])
-			if r.Options.DryRun && s.State.Pending() {
-				continue // pending because a dry run decides nothing: not a flood
-			}
-			f.Siblings = append(f.Siblings, s)
+	if p, ok := progressAfter(d); ok {
+		r.progress.set(csr.UID, p, now, r.Options.Policy.GracePeriod)
+		if !wrote {
+			r.wakeNext(csr, facts.Siblings)
 		}
 	}
-	if plan.Claimants {
-		if err := r.gatherClaimants(ctx, in, f); err != nil {
-			return err
-		}
-	}
-	return r.gatherNode(ctx, in, plan, f, r.Client)
+	return res, nil
 }
 
-// gatherClaimants finds, through the cache's address index, the other Nodes
-// that list a SAN of the request.
-func (r *ApproverReconciler) gatherClaimants(ctx context.Context, in *approver.Request, f *approver.Facts) error {
-	var others []*corev1.Node
-	for _, key := range approver.ClaimKeys(in, &r.Options.Policy) {
-		nodes, err := nodesListing(ctx, r.Client, key)
-		if err != nil {
-			return fmt.Errorf("list Nodes with address %s: %w", key, err)
-		}
-		others = append(others, nodes...)
-	}
-	f.Claimants = approver.ClaimantsOf(in, &r.Options.Policy, others)
-	return nil
-}
-
-// confirmNodes reads from the API server the Node and the other Nodes the
-// cache said list the request's SANs. (A Node that claimed an address a
-// moment ago and is not in the cache yet is not looked for: that would
-// mean listing every Node.)
-func (r *ApproverReconciler) confirmNodes(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts) error {
-	if err := r.gatherNode(ctx, in, plan, f, r.Live); err != nil {
-		return err
-	}
-	var others []*corev1.Node
-	seen := map[string]bool{}
-	for _, names := range f.Claimants {
-		for _, name := range names {
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			n := &corev1.Node{}
-			switch err := r.Live.Get(ctx, client.ObjectKey{Name: name}, n); {
-			case apierrors.IsNotFound(err):
-			case err != nil:
-				return fmt.Errorf("get node %q: %w", name, err)
-			default:
-				others = append(others, n)
-			}
-		}
-	}
-	if f.Claimants != nil {
-		f.Claimants = approver.ClaimantsOf(in, &r.Options.Policy, others)
-	}
-	return nil
-}
-
-// gatherNode reads the Node and, when needed, resolves DNS names.
-func (r *ApproverReconciler) gatherNode(ctx context.Context, in *approver.Request, plan approver.Plan, f *approver.Facts, reader client.Reader) error {
-	if plan.Node == "" {
-		return nil
-	}
-	node := &corev1.Node{}
-	switch err := reader.Get(ctx, client.ObjectKey{Name: plan.Node}, node); {
-	case apierrors.IsNotFound(err):
-		f.Node = nil
-	case err != nil:
-		return fmt.Errorf("get node %q: %w", plan.Node, err)
-	default:
-		f.Node = node
-	}
-	if plan.ResolveDNS {
-		f.Lookups = Resolve(ctx, r.Options.Resolver, r.Options.DNSTimeout, approver.DNSNamesToResolve(in, f.Node, &r.Options.Policy))
-	}
-	return nil
-}
-
-// authorize asks the API server whether the CSR's requester holds the
-// permission, with the requester's user, UID, groups and extra.
-func (r *ApproverReconciler) authorize(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, attrs *authorizationv1.ResourceAttributes) (*approver.Authorization, error) {
-	extra := make(map[string]authorizationv1.ExtraValue, len(csr.Spec.Extra))
-	for k, v := range csr.Spec.Extra {
-		extra[k] = authorizationv1.ExtraValue(v)
-	}
-	spec := authorizationv1.SubjectAccessReviewSpec{
-		User:               csr.Spec.Username,
-		UID:                csr.Spec.UID,
-		Groups:             csr.Spec.Groups,
-		Extra:              extra,
-		ResourceAttributes: attrs.DeepCopy(),
-	}
-	now := r.Options.Now()
-	if r.Options.AuthorizationCacheTTL > 0 && r.allowed.hit(spec, now) {
-		r.Metrics.Reviews.WithLabelValues("remembered").Inc()
-		return &approver.Authorization{Allowed: true, Reason: "allowed by a SubjectAccessReview moments ago"}, nil
-	}
-	sar, err := r.review(ctx, spec)
-	if err != nil {
-		return nil, err
-	}
-	answer, note := "allowed", ""
-	if !sar.Status.Allowed && r.Options.APIServerReady != nil {
-		if sar, answer, note, err = r.confirmRefusal(ctx, csr, sar, now); err != nil {
-			return nil, err
-		}
-	}
-	if sar.Status.Allowed {
-		r.allowed.store(spec, now, r.Options.AuthorizationCacheTTL)
-	}
-	r.Metrics.Reviews.WithLabelValues(answer).Inc()
-	a := &approver.Authorization{Allowed: sar.Status.Allowed, Reason: sar.Status.Reason, EvaluationError: sar.Status.EvaluationError}
-	if note != "" && a.EvaluationError == "" {
-		a.EvaluationError = note
-	}
-	return a, nil
-}
-
-// confirmRefusal decides whether a refused review counts. A kube-apiserver
-// that has just started answers from RBAC rules it has not finished loading:
-// it refuses what it will allow a moment later, and /readyz fails until it
-// has them. So a refusal counts when the server is ready afterwards and
-// refuses again. While it is not ready the reconcile fails and is retried
-// with back-off (from 50 ms), within the grace period after the CSR's
-// creation; after that, or when readiness cannot be read at all (401, 403,
-// 404), the refusal stands, with a note saying so: an unauthorized
-// requester cannot make the controller retry forever.
-func (r *ApproverReconciler) confirmRefusal(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, refused *authorizationv1.SubjectAccessReview, now time.Time) (sar *authorizationv1.SubjectAccessReview, answer, note string, err error) {
-	spec := refused.Spec
-	readyErr := r.Options.APIServerReady(ctx)
+// progressAfter says how far a decision takes a CSR, for its siblings'
+// flood rules: false when it tells nothing (queued behind an older one,
+// or not ours).
+func progressAfter(d approver.Decision) (approver.Progress, bool) {
 	switch {
-	case readyErr == nil:
-		if sar, err = r.review(ctx, spec); err != nil {
-			return nil, "", "", err
-		}
-		if sar.Status.Allowed {
-			return sar, "refused_then_allowed", "", nil
-		}
-		return sar, "refused", "", nil
-	case errors.Is(readyErr, ErrReadinessUnknown):
-		r.readinessUnknown.Do(func() {
-			log.FromContext(ctx).Error(readyErr, "refused SubjectAccessReviews count without a readiness check; grant get on /readyz to tell a restarting API server from a refusal")
-		})
-		return refused, "refused", "", nil
-	case now.Sub(csr.CreationTimestamp.Time) < r.Options.Policy.GracePeriod:
-		r.Metrics.Reviews.WithLabelValues("api_server_not_ready").Inc()
-		return nil, "", "", fmt.Errorf("a SubjectAccessReview refused %q, but the API server is not ready, so its authorizer may not have loaded its rules yet: %w", spec.User, readyErr)
-	default:
-		return refused, "refused", fmt.Sprintf("the API server was still not ready %s after the request was made: %v", r.Options.Policy.GracePeriod, readyErr), nil
+	case d.Verdict == approver.Retry && d.Reason == approver.ReasonQueuedBehindOlder:
+		return 0, false
+	case d.Verdict == approver.Retry:
+		return approver.WaitingForFacts, true
+	case d.Verdict == approver.Ignore && d.Reason != approver.ReasonLeftPending && d.Reason != approver.ReasonNonNodeRequester:
+		return 0, false
+	}
+	return approver.LookedAt, true
+}
+
+// wakeNext asks for the sibling after csr to be decided now: csr has been
+// looked at without a write, so no watch event will say so.
+func (r *ApproverReconciler) wakeNext(csr *certificatesv1.CertificateSigningRequest, siblings []approver.Sibling) {
+	next := nextPending(approver.SiblingOf(csr), siblings)
+	if next == "" {
+		return
+	}
+	select {
+	case r.wake <- event.GenericEvent{Object: &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Name: next}}}:
+	default: // full: the sibling looks again on its own within seconds
 	}
 }
 
-func (r *ApproverReconciler) review(ctx context.Context, spec authorizationv1.SubjectAccessReviewSpec) (*authorizationv1.SubjectAccessReview, error) {
-	sar := &authorizationv1.SubjectAccessReview{Spec: spec}
-	if err := r.Client.Create(ctx, sar); err != nil {
-		return nil, fmt.Errorf("create SubjectAccessReview for %q: %w", spec.User, err)
-	}
-	return sar, nil
-}
-
-// ErrReadinessUnknown is returned by an APIServerReady check that could
-// not read the API server's readiness (not allowed, or no such endpoint).
-var ErrReadinessUnknown = errors.New("the API server's readiness cannot be read")
-
-// readyzTimeout bounds one readiness check: the manager's HTTP client has
-// no timeout of its own.
-const readyzTimeout = 5 * time.Second
-
-// apiServerReadyz returns a check of the API server's /readyz, which fails
-// until the server has loaded what it authorizes from (its informer-sync
-// check) among others.
-func apiServerReadyz(cfg *rest.Config, hc *http.Client) (func(context.Context) error, error) {
-	dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
+// siblings lists the cached CSRs of the request's signer, node and
+// requester, with how far this process has got with each.
+func (r *ApproverReconciler) siblings(ctx context.Context, in *approver.Request) ([]approver.Sibling, error) {
+	csrs, err := siblingsOf(ctx, r.Client, in.CSR, in.NodeName)
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, readyzTimeout)
-		defer cancel()
-		res := dc.RESTClient().Get().AbsPath("/readyz").Do(ctx)
-		err := res.Error()
-		if err == nil {
-			return nil
-		}
-		var code int
-		switch res.StatusCode(&code); code {
-		case 0:
-			return fmt.Errorf("GET /readyz: %w", err)
-		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-			return fmt.Errorf("%w: GET /readyz answered %d: %w", ErrReadinessUnknown, code, err)
-		}
-		return fmt.Errorf("GET /readyz answered %d: %w", code, err)
-	}, nil
-}
-
-// Resolve looks names up, each with its own timeout, and tells timeouts and
-// server failures (temporary) from names that do not exist.
-func Resolve(ctx context.Context, resolver Resolver, timeout time.Duration, names []string) map[string]approver.Lookup {
-	out := make(map[string]approver.Lookup, len(names))
-	for _, name := range names {
-		lctx, cancel := context.WithTimeout(ctx, timeout)
-		addrs, err := resolver.LookupNetIP(lctx, "ip", name)
-		cancel()
-		l := approver.Lookup{Addrs: addrs, Err: err}
-		if err != nil {
-			var dnsErr *net.DNSError
-			l.Temporary = errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &dnsErr) && (dnsErr.IsTimeout || dnsErr.IsTemporary))
-		}
-		out[name] = l
+	out := make([]approver.Sibling, len(csrs))
+	for i := range csrs {
+		out[i] = approver.SiblingOf(&csrs[i])
+		out[i].Progress = r.progress.of(csrs[i].UID)
 	}
-	return out
+	return out, nil
 }
 
-// act carries a decision out: the condition, the Event, the metrics.
-func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, in *approver.Request, d approver.Decision, now time.Time) (ctrl.Result, error) {
+// leftPendingOnPurpose reports a pending CSR this controller has looked at
+// and leaves for someone else (leavePending, nonNodeRequesters: ignore, a
+// dry run): the pending-age metric leaves it out.
+func (r *ApproverReconciler) leftPendingOnPurpose(csr *certificatesv1.CertificateSigningRequest) bool {
+	return !r.handles(csr) || r.progress.of(csr.UID) == approver.LookedAt
+}
+
+// act carries a decision out: the condition, the Event, the metrics. wrote
+// tells whether the CSR was written (its watch event then follows).
+func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, in *approver.Request, d approver.Decision, now time.Time) (res ctrl.Result, wrote bool, err error) {
 	o := outcome{r: r, ctx: ctx, csr: csr, in: in, d: d}
 	switch d.Verdict {
 	case approver.Ignore:
@@ -389,18 +206,23 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 			r.event(csr, corev1.EventTypeNormal, EventLeftPending, d)
 			o.log("left pending", 0)
 		}
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, false, nil
 	case approver.Retry:
+		if d.Reason == approver.ReasonQueuedBehindOlder {
+			o.log("queued behind an older request", 1)
+			return ctrl.Result{RequeueAfter: d.RetryAfter}, false, nil
+		}
 		o.count("retry")
 		r.event(csr, corev1.EventTypeNormal, EventWaiting, d)
 		o.log("waiting", 1)
-		return ctrl.Result{RequeueAfter: d.RetryAfter}, nil
+		return ctrl.Result{RequeueAfter: d.RetryAfter}, false, nil
 	}
 	if r.Options.DryRun {
 		r.reportDryRun(o)
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, false, nil
 	}
-	return ctrl.Result{}, r.writeDecision(o, now)
+	wrote, err = r.writeDecision(o, now)
+	return ctrl.Result{}, wrote, err
 }
 
 // outcome is one decision about one CSR, for the log and the metrics.
@@ -439,42 +261,32 @@ func (o outcome) verdict() (name string, condition certificatesv1.RequestConditi
 // reportDryRun reports what would be written, once per CSR and outcome: a
 // dry run leaves the CSR pending, so it comes back at every resync.
 func (r *ApproverReconciler) reportDryRun(o outcome) {
-	verdict, _, eventType, _ := o.verdict()
+	verdict, _, eventType, eventReason := o.verdict()
 	if !r.dryRunSeen.add([]byte(string(o.csr.UID) + "\x00" + verdict + "\x00" + o.d.Reason)) {
 		return
 	}
 	o.count(verdict)
 	reason := EventWouldApprove
-	if o.d.Verdict == approver.Deny {
+	if eventReason == EventDenied {
 		reason = EventWouldDeny
 	}
 	r.event(o.csr, eventType, reason, approver.Decision{Reason: o.d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + o.d.Message})
 	o.log("dry run: would "+verdict, 0)
 }
 
-// writeDecision writes the Approved or Denied condition through the
-// approval subresource.
-func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) error {
+// writeDecision writes the Approved or Denied condition.
+func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) (bool, error) {
 	verdict, condition, eventType, eventReason := o.verdict()
 	csr := o.csr
-	rv := csr.ResourceVersion
-	updated := csr.DeepCopy()
-	appendCondition(updated, condition, o.d.Reason, o.d.Message, now)
-	if err := r.Client.SubResource("approval").Update(o.ctx, updated); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			// Someone changed or deleted the CSR since the cache saw it; the
-			// change's own event brings the CSR back if it still matters.
-			log.FromContext(o.ctx).V(1).Info("CSR changed before the decision was written", "csr", csr.Name, "error", err.Error())
-			return nil
-		}
-		return fmt.Errorf("write %s condition: %w", condition, err)
+	wrote, err := writeCondition(o.ctx, r.Client, &r.guard, csr, condition, o.d.Reason, o.d.Message, now)
+	if !wrote || err != nil {
+		return false, err
 	}
-	r.guard.wrote(csr, rv, now)
 	o.count(verdict)
 	r.Metrics.DecisionLatency.WithLabelValues(csr.Spec.SignerName, verdict).Observe(since(csr.CreationTimestamp.Time, now))
 	r.event(csr, eventType, eventReason, o.d)
 	o.log(string(condition), 0)
-	return nil
+	return true, nil
 }
 
 func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, typ, reason string, d approver.Decision) {
@@ -490,7 +302,7 @@ func (r *ApproverReconciler) waitingOnNode(ctx context.Context, o client.Object)
 	}
 	var reqs []reconcile.Request
 	for i := range csrs {
-		if r.handles(&csrs[i]) && approver.StateOf(&csrs[i]).Pending() {
+		if r.pendingOurs(&csrs[i]) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&csrs[i])})
 		}
 	}
@@ -508,4 +320,34 @@ func nodeAddressesChanged() predicate.Predicate {
 		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
+}
+
+// progressTable remembers how far the approver has got with each pending
+// CSR it looked at, for the flood rules of its siblings. Entries last the
+// grace period: after it, the flood rules ignore the CSR anyway.
+type progressTable struct {
+	mu      sync.Mutex
+	m       map[types.UID]progressEntry
+	pruneAt int
+}
+
+type progressEntry struct {
+	p       approver.Progress
+	expires time.Time
+}
+
+func (t *progressTable) set(uid types.UID, p approver.Progress, now time.Time, ttl time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[types.UID]progressEntry{}
+	}
+	pruneWhenGrown(t.m, &t.pruneAt, func(e progressEntry) bool { return now.After(e.expires) })
+	t.m[uid] = progressEntry{p: p, expires: now.Add(ttl)}
+}
+
+func (t *progressTable) of(uid types.UID) approver.Progress {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[uid].p // NotLookedAt when absent
 }

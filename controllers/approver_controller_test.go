@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,16 +18,9 @@ import (
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
-
-func ips(s ...string) []net.IP {
-	out := make([]net.IP, len(s))
-	for i, a := range s {
-		out[i] = net.ParseIP(a)
-	}
-	return out
-}
 
 func named(c pki.CSR, name string) pki.CSR { c.Name = name; return c }
 
@@ -38,11 +30,11 @@ func TestKubeletCertificatesAreApprovedAndIssued(t *testing.T) {
 
 	boot := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("flow-1", "abcdef"), "flow-bootstrap"))
 	renewal := h.create(asNode("flow-1"), named(pki.ClientRenewal("flow-1"), "flow-renewal"))
-	serving := h.create(asNode("flow-1"), named(pki.Serving("flow-1", []string{"FLOW-1.example.com."}, ips("10.1.0.1", "fd00:0:0::1")), "flow-serving"))
+	serving := h.create(asNode("flow-1"), named(pki.Serving("flow-1", []string{"FLOW-1.example.com."}, pki.IPs("10.1.0.1", "fd00:0:0::1")), "flow-serving"))
 
 	for _, c := range []*certificatesv1.CertificateSigningRequest{boot, renewal, serving} {
 		got := h.waitFor(c.Name, "issued", issued)
-		a := conditionOf(got, certificatesv1.CertificateApproved)
+		a := cluster.Condition(got, certificatesv1.CertificateApproved)
 		if a == nil || a.Reason != approver.ReasonAutoApproved {
 			t.Errorf("%s: want Approved/AutoApproved, got %s", c.Name, describe(got))
 		}
@@ -53,10 +45,10 @@ func TestKubeletCertificatesAreApprovedAndIssued(t *testing.T) {
 		h.waitForEvent(c.Name, "Normal Approved: AutoApproved")
 		h.waitForEvent(c.Name, "Normal Issued: Issued certificate with serial")
 	}
-	if a := conditionOf(h.waitFor(boot.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "nodeclient") {
+	if a := cluster.Condition(h.waitFor(boot.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "nodeclient") {
 		t.Errorf("the bootstrap CSR should be approved through nodeclient: %q", a.Message)
 	}
-	if a := conditionOf(h.waitFor(renewal.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "selfnodeclient") {
+	if a := cluster.Condition(h.waitFor(renewal.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "selfnodeclient") {
 		t.Errorf("the renewal should be approved through selfnodeclient: %q", a.Message)
 	}
 	if got := h.counter("kubelet_csr_controller_decisions_total", map[string]string{"verdict": "approve", "reason": "AutoApproved"}); got < 1 {
@@ -71,18 +63,18 @@ func TestServingCSRNamingAnotherNodesIPIsDenied(t *testing.T) {
 	h := start(t, nil)
 	h.registerNode("deny-1", "10.2.0.1")
 	h.registerNode("deny-2", "10.2.0.2")
-	c := h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, ips("10.2.0.1", "10.2.0.2")), "deny-other-ip"))
+	c := h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, pki.IPs("10.2.0.1", "10.2.0.2")), "deny-other-ip"))
 	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-	d := conditionOf(got, certificatesv1.CertificateDenied)
+	d := cluster.Condition(got, certificatesv1.CertificateDenied)
 	if d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, "10.2.0.2") || !strings.Contains(d.Message, `Node "deny-2"`) {
 		t.Errorf("want SANOwnedByOtherNode naming the address and its node, got %s: %s", d.Reason, d.Message)
 	}
 	h.waitForEvent(c.Name, "Warning Denied: SANOwnedByOtherNode")
 	// An address no Node lists is not the node's either; the message names
 	// the setting that would allow it.
-	c = h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, ips("10.2.0.1", "10.2.0.3")), "deny-unlisted-ip"))
+	c = h.create(asNode("deny-1"), named(pki.Serving("deny-1", nil, pki.IPs("10.2.0.1", "10.2.0.3")), "deny-unlisted-ip"))
 	got = h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANNotOwnedByNode || !strings.Contains(d.Message, "10.2.0.3") || !strings.Contains(d.Message, "ipCIDRs") {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANNotOwnedByNode || !strings.Contains(d.Message, "10.2.0.3") || !strings.Contains(d.Message, "ipCIDRs") {
 		t.Errorf("want SANNotOwnedByNode naming the address and the setting, got %s: %s", d.Reason, d.Message)
 	}
 	if issued(got) {
@@ -96,20 +88,20 @@ func TestServingCSRForAnAddressAnotherNodeListsIsDenied(t *testing.T) {
 	h := start(t, nil)
 	h.registerNode("victim-1", "10.2.1.2", "victim-1.example.com")
 	h.registerNode("liar-1", "10.2.1.1", "10.2.1.2", "Victim-1.Example.com")
-	ip := h.create(asNode("liar-1"), named(pki.Serving("liar-1", nil, ips("10.2.1.1", "::ffff:10.2.1.2")), "liar-ip"))
-	dns := h.create(asNode("liar-1"), named(pki.Serving("liar-1", []string{"victim-1.example.com."}, nil), "liar-dns"))
+	ip := h.create(asNode("liar-1"), named(pki.Serving("liar-1", nil, pki.IPs("10.2.1.1", "::ffff:10.2.1.2")), "liar-ip"))
+	dns := h.create(asNode("liar-1"), named(pki.Serving("liar-1", []string{"victim-1.example.com."}, pki.IPs("10.2.1.1")), "liar-dns"))
 	for _, c := range []*certificatesv1.CertificateSigningRequest{ip, dns} {
 		got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-		if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, `Node "victim-1"`) {
+		if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, `Node "victim-1"`) {
 			t.Errorf("%s: want SANOwnedByOtherNode naming victim-1, got %s: %s", c.Name, d.Reason, d.Message)
 		}
 	}
 	// Which of two Nodes owns an address cannot be told, so the victim's own
 	// request is refused too, naming the other Node: fail closed, and point
 	// the operator at the node to look at.
-	own := h.create(asNode("victim-1"), named(pki.Serving("victim-1", nil, ips("10.2.1.2")), "victim-own"))
+	own := h.create(asNode("victim-1"), named(pki.Serving("victim-1", nil, pki.IPs("10.2.1.2")), "victim-own"))
 	got := h.waitFor(own.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, `Node "liar-1"`) {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSANOwnedByOtherNode || !strings.Contains(d.Message, `Node "liar-1"`) {
 		t.Errorf("want SANOwnedByOtherNode naming liar-1, got %s: %s", d.Reason, d.Message)
 	}
 }
@@ -124,7 +116,7 @@ func TestUnauthorisedClientCSRIsDenied(t *testing.T) {
 	t.Cleanup(revoke)
 	c := h.create(as("alice"), named(pki.ClientRenewal("victim-1"), "unauthorised-client"))
 	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, `"alice"`) {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, `"alice"`) {
 		t.Errorf("want NotAuthorized naming alice, got %s: %s", d.Reason, d.Message)
 	}
 	// Asked twice (the API server was ready), refused twice.
@@ -143,14 +135,14 @@ func TestMalformedClientCSRIsDeniedWithTheRule(t *testing.T) {
 	c.Request.Subject.Organization = []string{"system:nodes", "system:masters"}
 	created := h.create(asBootstrap("abcdef"), c)
 	got := h.waitFor(created.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonOrganizationNotSystemNodes {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonOrganizationNotSystemNodes {
 		t.Errorf("want OrganizationNotSystemNodes, got %s: %s", d.Reason, d.Message)
 	}
 }
 
 func TestServingCSRWaitsForItsNode(t *testing.T) {
 	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
-	c := h.create(asNode("late-1"), named(pki.Serving("late-1", []string{"late-1"}, ips("10.3.0.1")), "late-serving"))
+	c := h.create(asNode("late-1"), named(pki.Serving("late-1", []string{"late-1"}, pki.IPs("10.3.0.1")), "late-serving"))
 	h.waitForEvent(c.Name, "Normal Waiting: NodeNotFound")
 	if got := h.waitFor(c.Name, "pending", func(csr *certificatesv1.CertificateSigningRequest) bool { return true }); len(got.Status.Conditions) != 0 {
 		t.Fatalf("a CSR whose Node is missing must stay pending, got %s", describe(got))
@@ -165,7 +157,7 @@ func TestBootstrapForExistingNodeIsDeniedWhenNotAllowed(t *testing.T) {
 	h.registerNode("known-1", "10.4.0.1")
 	c := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("known-1", "abcdef"), "bootstrap-existing"))
 	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonBootstrapForExistingNode {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonBootstrapForExistingNode {
 		t.Errorf("want BootstrapForExistingNode, got %s: %s", d.Reason, d.Message)
 	}
 	fresh := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("new-1", "abcdef"), "bootstrap-new"))
@@ -174,18 +166,18 @@ func TestBootstrapForExistingNodeIsDeniedWhenNotAllowed(t *testing.T) {
 
 func TestOlderPendingCSRIsSupersededWhenANewerOneIsApproved(t *testing.T) {
 	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
-	older := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-older"))
+	older := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, pki.IPs("10.5.0.1")), "super-older"))
 	h.waitForEvent(older.Name, "NodeNotFound")
 	// Creation timestamps have one-second resolution: the newer one must be
 	// of a later second to be known as newer.
-	waitUntil(t, "a second passes", func() bool { return time.Since(older.CreationTimestamp.Time) > 1100*time.Millisecond })
-	newer := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, ips("10.5.0.1")), "super-newer"))
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "a second passes", func() bool { return time.Since(older.CreationTimestamp.Time) > 1100*time.Millisecond })
+	newer := h.create(asNode("super-1"), named(pki.Serving("super-1", nil, pki.IPs("10.5.0.1")), "super-newer"))
 	h.waitForEvent(newer.Name, "NodeNotFound")
 	// Another approver (a person) approves the newer one: the older one is
 	// no longer needed.
 	h.approveAsAdmin(newer.Name)
 	got := h.waitFor(older.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSuperseded || !strings.Contains(d.Message, newer.Name) {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonSuperseded || !strings.Contains(d.Message, newer.Name) {
 		t.Errorf("want Superseded naming %s, got %s: %s", newer.Name, d.Reason, d.Message)
 	}
 }
@@ -194,20 +186,20 @@ func TestTooManyPendingCSRsFromOneNodeAreDenied(t *testing.T) {
 	h := start(t, func(o *controllers.Options) { o.Approver.Policy.RetryInterval = time.Hour })
 	var names []string
 	for i := range 3 {
-		c := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, ips("10.6.0.1")), "noisy-"+string(rune('a'+i))))
+		c := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, pki.IPs("10.6.0.1")), "noisy-"+string(rune('a'+i))))
 		h.waitForEvent(c.Name, "NodeNotFound")
 		names = append(names, c.Name)
 	}
 	// Creation timestamps have one-second resolution; within a second the
 	// name orders siblings, so "noisy-d" is the newest.
-	fourth := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, ips("10.6.0.1")), "noisy-d"))
+	fourth := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, pki.IPs("10.6.0.1")), "noisy-d"))
 	got := h.waitFor(fourth.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonTooManyPending {
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonTooManyPending {
 		t.Errorf("want TooManyPending, got %s: %s", d.Reason, d.Message)
 	}
 	// Another node is not affected.
 	h.registerNode("quiet-1", "10.6.0.2")
-	quiet := h.create(asNode("quiet-1"), named(pki.Serving("quiet-1", nil, ips("10.6.0.2")), "quiet-serving"))
+	quiet := h.create(asNode("quiet-1"), named(pki.Serving("quiet-1", nil, pki.IPs("10.6.0.2")), "quiet-serving"))
 	h.waitFor(quiet.Name, "issued", issued)
 	for _, n := range names {
 		if got := h.waitFor(n, "pending", func(*certificatesv1.CertificateSigningRequest) bool { return true }); len(got.Status.Conditions) != 0 {
@@ -216,11 +208,66 @@ func TestTooManyPendingCSRsFromOneNodeAreDenied(t *testing.T) {
 	}
 }
 
+// A node that files several serving CSRs at once (a kubelet restarted a
+// few times) gets each decided on its own merits, in the order they were
+// made: none is denied TooManyPending because of siblings nobody had
+// decided yet, and none is Superseded by a newer one decided first.
+func TestANodesCSRsAreDecidedInOrderEachOnItsOwnMerits(t *testing.T) {
+	h := start(t, nil)
+	rsa1024 := pki.MustKey(t, pki.RSA1024)
+	for round := range 20 {
+		node := fmt.Sprintf("burst-%d", round)
+		ip := fmt.Sprintf("10.12.%d.1", round)
+		h.registerNode(node, ip, node+".example.com")
+		type want struct {
+			csr    pki.CSR
+			reason string // "" for issued
+		}
+		valid := func(i int, dns ...string) want {
+			return want{csr: named(pki.Serving(node, dns, pki.IPs(ip)), fmt.Sprintf("%s-%d", node, i))}
+		}
+		invalid := func(i int, reason string, edit func(*pki.CSR)) want {
+			c := pki.Serving(node, []string{node + ".example.com"}, pki.IPs(ip))
+			edit(&c)
+			return want{csr: named(c, fmt.Sprintf("%s-%d", node, i)), reason: reason}
+		}
+		csrs := []want{
+			valid(0, node+".example.com"),
+			invalid(1, approver.ReasonSANNotOwnedByNode, func(c *pki.CSR) { c.Request.IPAddresses = pki.IPs(fmt.Sprintf("10.12.%d.99", round)) }),
+			valid(2),
+			invalid(3, approver.ReasonSANForbidden, func(c *pki.CSR) { c.Request.DNSNames = []string{"*.example.com"} }),
+			valid(4, strings.ToUpper(node)+".example.com."),
+			invalid(5, approver.ReasonKeyNotAllowed, func(c *pki.CSR) { c.Request.Key = rsa1024 }),
+			valid(6, node+".example.com"),
+			valid(7),
+		}
+		start := time.Now()
+		for _, w := range csrs {
+			h.create(asNode(node), w.csr)
+		}
+		if took := time.Since(start); took > 100*time.Millisecond {
+			t.Logf("round %d: filing 8 CSRs took %s", round, took)
+		}
+		for _, w := range csrs {
+			got := h.waitFor(w.csr.Name, "decided", func(c *certificatesv1.CertificateSigningRequest) bool {
+				return issued(c) || cluster.Condition(c, certificatesv1.CertificateDenied) != nil
+			})
+			d := cluster.Condition(got, certificatesv1.CertificateDenied)
+			switch {
+			case w.reason == "" && d != nil:
+				t.Errorf("round %d: %s is valid but was denied: %s: %s", round, w.csr.Name, d.Reason, d.Message)
+			case w.reason != "" && (d == nil || d.Reason != w.reason):
+				t.Errorf("round %d: %s: want Denied/%s, got %s", round, w.csr.Name, w.reason, describe(got))
+			}
+		}
+	}
+}
+
 func TestDryRunWritesNothing(t *testing.T) {
 	h := start(t, func(o *controllers.Options) { o.Approver.DryRun = true })
 	h.registerNode("dry-1", "10.7.0.1")
-	good := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, ips("10.7.0.1")), "dry-good"))
-	bad := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, ips("10.7.0.9")), "dry-bad"))
+	good := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, pki.IPs("10.7.0.1")), "dry-good"))
+	bad := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, pki.IPs("10.7.0.9")), "dry-bad"))
 	h.waitForEvent(good.Name, "Normal WouldApprove: AutoApproved: Dry run, nothing written: would approve.")
 	h.waitForEvent(bad.Name, "Warning WouldDeny: SANNotOwnedByNode: Dry run, nothing written: would deny.")
 	for _, n := range []string{good.Name, bad.Name} {
@@ -234,7 +281,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 	if _, err := h.admin.CertificatesV1().CertificateSigningRequests().Patch(context.Background(), bad.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	later := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, ips("10.7.0.8")), "dry-bad-later"))
+	later := h.create(asNode("dry-1"), named(pki.Serving("dry-1", nil, pki.IPs("10.7.0.8")), "dry-bad-later"))
 	h.waitForEvent(later.Name, "Warning WouldDeny: SANNotOwnedByNode: Dry run, nothing written: would deny.")
 	if got := h.counter("kubelet_csr_controller_decisions_total", map[string]string{"verdict": "deny", "reason": "SANNotOwnedByNode", "mode": "dryRun"}); got != 2 {
 		t.Errorf("decisions_total{deny, dryRun} = %v, want 2: each CSR counted once", got)
@@ -325,7 +372,7 @@ func TestARefusalFromAnAPIServerThatIsNotReadyDeniesNothing(t *testing.T) {
 		}
 	}, funcs)
 	c := h.create(asBootstrap("abcdef"), named(pki.ClientBootstrap("restarted-1", "abcdef"), "restarted-1"))
-	waitUntil(t, "the approver has asked three times", func() bool { return reviews.Load() >= 3 }) // back-off from 50 ms
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the approver has asked three times", func() bool { return reviews.Load() >= 3 }) // back-off from 50 ms
 	got, err := h.admin.CertificatesV1().CertificateSigningRequests().Get(context.Background(), c.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +419,7 @@ func TestARefusalStandsWhenReadinessCannotHelp(t *testing.T) {
 			})
 			c := h.create(as("mallory"), named(pki.ClientRenewal("victim-1"), fmt.Sprintf("mallory-%d", i)))
 			got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-			if d := conditionOf(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, tc.wantMessage) {
+			if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, tc.wantMessage) {
 				t.Errorf("want NotAuthorized saying %q, got %s: %s", tc.wantMessage, d.Reason, d.Message)
 			}
 		})
@@ -382,23 +429,23 @@ func TestARefusalStandsWhenReadinessCannotHelp(t *testing.T) {
 func TestARenewalAfterAnIssuedCertificateIsApproved(t *testing.T) {
 	h := start(t, nil)
 	h.registerNode("again-1", "10.10.0.1")
-	first := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, ips("10.10.0.1")), "zz-again-first"))
+	first := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, pki.IPs("10.10.0.1")), "zz-again-first"))
 	h.waitFor(first.Name, "issued", issued)
 	// Rotation: the same node asks again later. The older, issued request
 	// supersedes nothing newer.
-	waitUntil(t, "a second passes", func() bool { return time.Since(first.CreationTimestamp.Time) > 1100*time.Millisecond })
-	second := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, ips("10.10.0.1")), "aa-again-second"))
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "a second passes", func() bool { return time.Since(first.CreationTimestamp.Time) > 1100*time.Millisecond })
+	second := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, pki.IPs("10.10.0.1")), "aa-again-second"))
 	got := h.waitFor(second.Name, "decided", func(csr *certificatesv1.CertificateSigningRequest) bool {
-		return issued(csr) || conditionOf(csr, certificatesv1.CertificateDenied) != nil
+		return issued(csr) || cluster.Condition(csr, certificatesv1.CertificateDenied) != nil
 	})
 	if !issued(got) {
 		t.Fatalf("a later request was not issued: %s", describe(got))
 	}
 	// And within the same second as an issued one (a kubelet restarting at
 	// once): which came first is unknown, so it is not superseded either.
-	third := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, ips("10.10.0.1")), "aa-again-third"))
+	third := h.create(asNode("again-1"), named(pki.Serving("again-1", nil, pki.IPs("10.10.0.1")), "aa-again-third"))
 	if got := h.waitFor(third.Name, "decided", func(csr *certificatesv1.CertificateSigningRequest) bool {
-		return issued(csr) || conditionOf(csr, certificatesv1.CertificateDenied) != nil
+		return issued(csr) || cluster.Condition(csr, certificatesv1.CertificateDenied) != nil
 	}); !issued(got) {
 		t.Fatalf("a request of the same second as an issued one was not issued: %s", describe(got))
 	}

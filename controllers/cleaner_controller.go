@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/nodecsr/kubelet-csr-controller/approver"
 )
 
 // CleanerOptions configure the Cleaner. The rules are those of
@@ -101,54 +97,6 @@ func conditionTime(csr *certificatesv1.CertificateSigningRequest, c certificates
 		return c.LastTransitionTime.Time
 	}
 	return csr.CreationTimestamp.Time
-}
-
-// leafTBS is the start of the first certificate in a PEM bundle (the leaf):
-// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version,
-// serialNumber, signature, issuer, validity, subject, ... }, ... }. Reading
-// only this much is far cheaper than a full parse, and the cleaner and the
-// cache index read every issued CSR.
-type leafTBS struct {
-	TBS struct {
-		Raw      asn1.RawContent
-		Version  int `asn1:"optional,explicit,default:0,tag:0"`
-		Serial   asn1.RawValue
-		SigAlg   asn1.RawValue
-		Issuer   asn1.RawValue
-		Validity struct{ NotBefore, NotAfter time.Time }
-		Subject  asn1.RawValue
-	}
-}
-
-func parseLeafTBS(pemBytes []byte) (*leafTBS, error) {
-	block, _ := pem.Decode(pemBytes)
-	if block == nil {
-		return nil, errors.New("no PEM block")
-	}
-	var c leafTBS
-	if _, err := asn1.Unmarshal(block.Bytes, &c); err != nil {
-		return nil, fmt.Errorf("parse certificate: %w", err)
-	}
-	return &c, nil
-}
-
-// certificateNotAfter returns the expiry of the leaf certificate.
-func certificateNotAfter(pemBytes []byte) (time.Time, error) {
-	c, err := parseLeafTBS(pemBytes)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return c.TBS.Validity.NotAfter, nil
-}
-
-// certificateCommonName returns the subject CommonName of the leaf
-// certificate, or "".
-func certificateCommonName(pemBytes []byte) string {
-	c, err := parseLeafTBS(pemBytes)
-	if err != nil {
-		return ""
-	}
-	return approver.CommonNameOfName(c.TBS.Subject.FullBytes)
 }
 
 // Cleaner deletes CSRs that are finished or abandoned. Every Interval it

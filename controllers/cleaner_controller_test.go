@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
 	"github.com/nodecsr/kubelet-csr-controller/signer"
+	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
@@ -99,24 +101,24 @@ func TestCleanerDeletesWhatIsDue(t *testing.T) {
 	foreign.Name, foreign.SignerName = "clean-foreign", "example.com/other"
 	other := h.create(asNode("clean-1"), foreign)
 
-	waitUntil(t, "the denied CSR is deleted", func() bool { return !h.exists(denied.Name) })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the denied CSR is deleted", func() bool { return !h.exists(denied.Name) })
 	// A second denied CSR gone proves a whole sweep after the pending one was
 	// seen: it was not due.
 	later := h.create(asNode("clean-1"), named(pki.ClientRenewal("clean-1"), "clean-denied-later"))
 	h.denyAsAdmin(later.Name)
-	waitUntil(t, "the later denied CSR is deleted", func() bool { return !h.exists(later.Name) })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the later denied CSR is deleted", func() bool { return !h.exists(later.Name) })
 	if !h.exists(pending.Name) {
 		t.Fatal("a pending CSR was deleted 2 hours after it was made; the rule says 24")
 	}
 
 	ahead.Store(int64(25 * time.Hour))
-	waitUntil(t, "the pending CSR is deleted", func() bool { return !h.exists(pending.Name) })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the pending CSR is deleted", func() bool { return !h.exists(pending.Name) })
 	// The counter moves just after the DELETE returns, so a watcher can see
 	// the CSR gone a moment before it is counted.
 	cleaned := func(rule string) float64 {
 		return h.counter("kubelet_csr_controller_cleaned_total", map[string]string{"rule": rule})
 	}
-	waitUntil(t, "the deletions are counted", func() bool {
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the deletions are counted", func() bool {
 		return cleaned(controllers.RulePending) >= 1 && cleaned(controllers.RuleDenied) >= 2
 	})
 	if got := cleaned(controllers.RulePending); got != 1 {

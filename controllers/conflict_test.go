@@ -65,7 +65,7 @@ func TestAnotherActorBetweenReadAndWrite(t *testing.T) {
 			},
 			want: func(t *testing.T, h *harness, name string) {
 				got := h.waitFor(name, "denied", condition(certificatesv1.CertificateDenied))
-				if conditionOf(got, certificatesv1.CertificateApproved) != nil || issued(got) {
+				if cluster.Condition(got, certificatesv1.CertificateApproved) != nil || issued(got) {
 					t.Errorf("our approval was written over another actor's denial: %s", describe(got))
 				}
 			},
@@ -74,7 +74,7 @@ func TestAnotherActorBetweenReadAndWrite(t *testing.T) {
 			name: "an approval by someone else before our denial stands, and our signer issues it",
 			csr: func() (pki.CSR, func(*harness)) {
 				// Another node's IP: the approver would deny it.
-				return named(pki.Serving("race-2", nil, ips("10.9.0.99")), "race-approved"), func(h *harness) { h.registerNode("race-2", "10.9.0.2") }
+				return named(pki.Serving("race-2", nil, pki.IPs("10.9.0.99")), "race-approved"), func(h *harness) { h.registerNode("race-2", "10.9.0.2") }
 			},
 			subresource: "approval",
 			act: func(ctx context.Context, h *harness, name string) error {
@@ -82,7 +82,7 @@ func TestAnotherActorBetweenReadAndWrite(t *testing.T) {
 			},
 			want: func(t *testing.T, h *harness, name string) {
 				got := h.waitFor(name, "issued", issued)
-				if conditionOf(got, certificatesv1.CertificateDenied) != nil {
+				if cluster.Condition(got, certificatesv1.CertificateDenied) != nil {
 					t.Errorf("our denial was written over another actor's approval: %s", describe(got))
 				}
 			},
@@ -97,7 +97,7 @@ func TestAnotherActorBetweenReadAndWrite(t *testing.T) {
 				return h.admin.CertificatesV1().CertificateSigningRequests().Delete(ctx, name, metav1.DeleteOptions{})
 			},
 			want: func(t *testing.T, h *harness, name string) {
-				waitUntil(t, name+" is gone", func() bool { return !h.exists(name) })
+				cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, name+" is gone", func() bool { return !h.exists(name) })
 			},
 		},
 		{

@@ -19,6 +19,29 @@ import (
 	"k8s.io/client-go/tools/reference"
 )
 
+// Event reasons. Decision reasons (approver.Reason*) go into the note.
+const (
+	EventApproved             = "Approved"
+	EventDenied               = "Denied"
+	EventWaiting              = "Waiting"
+	EventLeftPending          = "LeftPending"
+	EventWouldApprove         = "WouldApprove"
+	EventWouldDeny            = "WouldDeny"
+	EventIssued               = "Issued"
+	EventSigningFailed        = "SigningFailed"
+	EventSigningError         = "SigningError"
+	EventCertificateShortened = "CertificateShortened"
+	eventActionApprove        = "Approve"
+	eventActionSign           = "Sign"
+)
+
+// Signer failure reasons: the Failed condition's, and the retried one of
+// the signing_failures_total metric.
+const (
+	ReasonSignerValidation = "SignerValidationFailure"
+	failureReasonCA        = "CAUnavailable"
+)
+
 // eventRecorder records the Events about CSRs (events.k8s.io/v1) without
 // letting them compete with approvals and certificates for the API server.
 //

@@ -34,12 +34,12 @@ func TestEventsWaitWhileCSRsDoAndAreRecordedOnce(t *testing.T) {
 	}
 	r.Eventf(csr, nil, corev1.EventTypeNormal, "Test", "Testing", "note %s", "one") // a repeat
 	count := func() int { return h.countEvents(csr.Name, "Test") }
-	waitUntil(t, "the first Event is recorded", func() bool { return count() == 1 })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the first Event is recorded", func() bool { return count() == 1 })
 	if got := count(); got != 1 {
 		t.Fatalf("%d Events recorded while CSRs wait, want 1", got)
 	}
 	busy.Store(false)
-	waitUntil(t, "the others follow once nothing waits", func() bool { return count() == len(notes) })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the others follow once nothing waits", func() bool { return count() == len(notes) })
 	if err := cluster.WaitEvent(context.Background(), h.admin, csr.Name, "note four", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestARefusedEventIsRecordedWhenItHappensAgain(t *testing.T) {
 	go func() { _ = r.Start(rctx) }()
 
 	r.Eventf(csr, nil, corev1.EventTypeNormal, "Refused", "Testing", "the same note")
-	waitUntil(t, "the API server refuses the Event", func() bool { return r.Failed() == 1 })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the API server refuses the Event", func() bool { return r.Failed() == 1 })
 
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: user, Namespace: metav1.NamespaceDefault},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create"}}}}
@@ -83,7 +83,7 @@ func TestARefusedEventIsRecordedWhenItHappensAgain(t *testing.T) {
 	})
 	// The same Event again (until RBAC has caught up) is sent, and then
 	// recorded once.
-	waitUntil(t, "the repeated Event is recorded", func() bool {
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the repeated Event is recorded", func() bool {
 		r.Eventf(csr, nil, corev1.EventTypeNormal, "Refused", "Testing", "the same note")
 		return h.countEvents(csr.Name, "Refused") == 1
 	})
@@ -92,7 +92,7 @@ func TestARefusedEventIsRecordedWhenItHappensAgain(t *testing.T) {
 	// been too.
 	r.Eventf(csr, nil, corev1.EventTypeNormal, "Refused", "Testing", "the same note")
 	r.Eventf(csr, nil, corev1.EventTypeNormal, "Refused", "Testing", "a later note")
-	waitUntil(t, "the later note is recorded", func() bool { return h.countEvents(csr.Name, "Refused") >= 2 })
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the later note is recorded", func() bool { return h.countEvents(csr.Name, "Refused") >= 2 })
 	if n := h.countEvents(csr.Name, "Refused"); n != 2 {
 		t.Errorf("%d Events after a recorded one was repeated and another followed, want 2", n)
 	}

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,7 +10,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
-	"github.com/nodecsr/kubelet-csr-controller/signer"
 )
 
 const metricsNamespace = "kubelet_csr_controller"
@@ -88,46 +86,39 @@ func NewMetrics() *Metrics {
 	}
 }
 
-// Register adds the metrics to reg (controller-runtime's registry in the
-// binary). Metrics already registered by an earlier manager in the same
-// process (tests) are reused, so counts carry on.
-func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []any{&m.Decisions, &m.DecisionLatency, &m.Issued, &m.SigningFailures, &m.IssuanceLatency, &m.CAReloadFailures, &m.Cleaned, &m.EventsQueued, &m.EventsDropped, &m.EventsFailed, &m.Reviews} {
-		var err error
-		switch v := c.(type) {
-		case **prometheus.CounterVec:
-			*v, err = register(reg, *v)
-		case **prometheus.HistogramVec:
-			*v, err = register(reg, *v)
-		case *prometheus.Gauge:
-			*v, err = register(reg, *v)
-		case *prometheus.Counter:
-			*v, err = register(reg, *v)
-		default:
-			err = fmt.Errorf("register metrics: %T is not handled", c)
-		}
-		if err != nil {
+// register adds the metrics and the collectors (which read a manager's
+// state at scrape time) to reg: every metric of the controller is
+// registered here. A collector of the same name already there is replaced,
+// so that the newest manager of a process is the one reported (one per
+// process in the binary; tests start several).
+func (m *Metrics) register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
+	all := []prometheus.Collector{m.Decisions, m.DecisionLatency, m.Issued, m.SigningFailures, m.IssuanceLatency,
+		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews}
+	for _, c := range append(all, collectors...) {
+		if err := replace(reg, c); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
+// initSigners creates the per-signer series at zero, so that dashboards and
+// alerts see them (and rate() works) before the first certificate or
+// failure.
+func (m *Metrics) initSigners(names []string) {
+	for _, s := range names {
+		m.Issued.WithLabelValues(s)
+		m.CAReloadFailures.WithLabelValues(s)
+		for _, reason := range []string{ReasonSignerValidation, failureReasonCA} {
+			m.SigningFailures.WithLabelValues(s, reason)
 		}
-		return c, err
 	}
-	return c, nil
 }
 
-// replace registers a collector that reads a manager's state, replacing the
-// one of an earlier manager in the same process.
+// count counts an authorization by its answer.
+func (m *Metrics) count(answer string) { m.Reviews.WithLabelValues(answer).Inc() }
+
+// replace registers c, replacing a collector of the same description.
 func replace(reg prometheus.Registerer, c prometheus.Collector) error {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
@@ -153,20 +144,25 @@ type pendingCollector struct {
 	signers []string
 	elected <-chan struct{}
 	now     func() time.Time
+	// onPurpose reports a pending CSR this controller leaves pending on
+	// purpose (for another approver, or in a dry run).
+	onPurpose func(*certificatesv1.CertificateSigningRequest) bool
 
-	pending, oldest *prometheus.Desc
+	pending, left, oldest *prometheus.Desc
 }
 
-func newPendingCollector(reader client.Reader, signers []string, elected <-chan struct{}, now func() time.Time) *pendingCollector {
+func newPendingCollector(reader client.Reader, signers []string, elected <-chan struct{}, now func() time.Time, onPurpose func(*certificatesv1.CertificateSigningRequest) bool) *pendingCollector {
 	return &pendingCollector{
-		reader: reader, signers: signers, elected: elected, now: now,
+		reader: reader, signers: signers, elected: elected, now: now, onPurpose: onPurpose,
 		pending: prometheus.NewDesc(metricsNamespace+"_pending", "CSRs neither approved nor denied, by signer.", []string{"signer"}, nil),
-		oldest:  prometheus.NewDesc(metricsNamespace+"_oldest_pending_age_seconds", "Age of the oldest pending CSR, by signer (0 when none).", []string{"signer"}, nil),
+		left:    prometheus.NewDesc(metricsNamespace+"_left_pending", "Pending CSRs this controller leaves pending on purpose (for another approver, a dry run, a signer it does not approve), by signer.", []string{"signer"}, nil),
+		oldest:  prometheus.NewDesc(metricsNamespace+"_oldest_pending_age_seconds", "Age of the oldest pending CSR this controller is to decide, by signer (0 when none); CSRs left pending on purpose are not counted.", []string{"signer"}, nil),
 	}
 }
 
 func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
+	ch <- c.left
 	ch <- c.oldest
 }
 
@@ -183,7 +179,7 @@ func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	now := c.now()
-	count := map[string]int{}
+	count, left := map[string]int{}, map[string]int{}
 	age := map[string]float64{}
 	for i := range list.Items {
 		csr := &list.Items[i]
@@ -192,10 +188,15 @@ func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		s := csr.Spec.SignerName
 		count[s]++
+		if c.onPurpose(csr) {
+			left[s]++
+			continue
+		}
 		age[s] = max(age[s], since(csr.CreationTimestamp.Time, now))
 	}
 	for _, s := range c.signers {
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(count[s]), s)
+		ch <- prometheus.MustNewConstMetric(c.left, prometheus.GaugeValue, float64(left[s]), s)
 		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age[s], s)
 	}
 }
@@ -203,15 +204,15 @@ func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
 // caCollector reports, at scrape time, each signer's CA expiry and whether it
 // can sign now.
 type caCollector struct {
-	cas map[string]*signer.FileCA
-	now func() time.Time
+	signers *signerTable
+	now     func() time.Time
 
 	notAfter, ready *prometheus.Desc
 }
 
-func newCACollector(cas map[string]*signer.FileCA, now func() time.Time) *caCollector {
+func newCACollector(signers *signerTable, now func() time.Time) *caCollector {
 	return &caCollector{
-		cas: cas, now: now,
+		signers: signers, now: now,
 		notAfter: prometheus.NewDesc(metricsNamespace+"_ca_not_after_timestamp_seconds", "Expiry of the CA certificate in use, as a Unix timestamp, by signer.", []string{"signer"}, nil),
 		ready:    prometheus.NewDesc(metricsNamespace+"_ca_ready", "1 when the signer has a CA that can sign now, else 0.", []string{"signer"}, nil),
 	}
@@ -224,9 +225,9 @@ func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
-	for name, f := range c.cas {
+	for _, name := range c.signers.names {
 		ready := 0.0
-		if ca := f.Current(); ca != nil {
+		if ca := c.signers.cas[name].Current(); ca != nil {
 			ch <- prometheus.MustNewConstMetric(c.notAfter, prometheus.GaugeValue, float64(ca.Cert.NotAfter.Unix()), name)
 			if ca.Usable(now) == nil {
 				ready = 1

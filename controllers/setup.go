@@ -4,21 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	certificatesv1 "k8s.io/api/certificates/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	"github.com/nodecsr/kubelet-csr-controller/approver"
-	"github.com/nodecsr/kubelet-csr-controller/signer"
 )
 
 // Options wire the three reconcilers into a manager.
@@ -39,11 +31,8 @@ type Options struct {
 	RecorderName string
 }
 
-// Setup registers the indexes, the CA loaders, the reconcilers, the metrics
-// and the readiness check with mgr. The CA files are read once here, so that
-// a bad CA is logged at start and /readyz fails until it is fixed.
-func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
-	logger := ctrl.Log.WithName("setup")
+// withDefaults fills what o leaves out.
+func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -60,6 +49,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if o.Approver.Resolver == nil {
 		o.Approver.Resolver = net.DefaultResolver
 	}
+	return o
+}
+
+// Setup registers the indexes, the CA loaders, the reconcilers, the metrics
+// and the readiness check with mgr. The CA files are read once here, so that
+// a bad CA is logged at start and /readyz fails until it is fixed.
+func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	o = o.withDefaults()
 	if o.Approver.APIServerReady == nil {
 		ready, err := apiServerReadyz(mgr.GetConfig(), mgr.GetHTTPClient())
 		if err != nil {
@@ -67,11 +64,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 		o.Approver.APIServerReady = ready
 	}
-
+	signers := newSignerTable(o.Signer.Signers, &o.Approver.Policy)
 	m := NewMetrics()
-	if err := m.Register(o.Registry); err != nil {
-		return fmt.Errorf("register metrics: %w", err)
-	}
+	m.initSigners(signers.names)
 	if err := IndexFields(ctx, mgr.GetFieldIndexer(), &o.Approver.Policy); err != nil {
 		return err
 	}
@@ -86,11 +81,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 
 	reloaded := make(chan event.GenericEvent, 64)
-	cas, files := loadCAs(o.Signer.Signers, m, reloaded, ctrl.Log.WithName("ca"))
-	if err := mgr.Add(&caRunner{files: files, poll: o.CAPollInterval, logger: ctrl.Log.WithName("ca")}); err != nil {
+	signers.loadCAs(m, reloaded, ctrl.Log.WithName("ca"))
+	if err := mgr.Add(&caRunner{files: signers.loaders, poll: o.CAPollInterval, logger: ctrl.Log.WithName("ca")}); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("ca", caCheck(cas, o.Now)); err != nil {
+	if err := mgr.AddReadyzCheck("ca", signers.ready(o.Now)); err != nil {
 		return err
 	}
 
@@ -99,13 +94,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := ar.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the approver: %w", err)
 	}
-	var signerNames []string
-	for _, s := range o.Signer.Signers {
-		signerNames = append(signerNames, s.Name)
-	}
-	managed := managedSigners(&o.Approver, signerNames)
-	if len(signerNames) > 0 {
-		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, CAs: cas, Reloaded: reloaded, verified: verified, queues: queues}
+	if len(signers.names) > 0 {
+		sr := &SignerReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Signer, Reloaded: reloaded, signers: signers, verified: verified, queues: queues}
 		if err := sr.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the signer: %w", err)
 		}
@@ -113,7 +103,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if o.Cleaner != nil {
 		co := *o.Cleaner
 		co.Now = o.Now
-		co.Signers = managed
+		co.Signers = signers.managed
 		if co.Interval <= 0 {
 			co.Interval = time.Minute
 		}
@@ -122,86 +112,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 	}
 
-	pending := newPendingCollector(mgr.GetClient(), managed, mgr.Elected(), o.Now)
-	for _, c := range []prometheus.Collector{pending, newCACollector(cas, o.Now)} {
-		if err := replace(o.Registry, c); err != nil {
-			return fmt.Errorf("register metrics: %w", err)
-		}
+	pending := newPendingCollector(mgr.GetClient(), signers.managed, mgr.Elected(), o.Now, ar.leftPendingOnPurpose)
+	if err := m.register(o.Registry, pending, newCACollector(signers, o.Now)); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
 	}
-	logger.Info("controllers set up", "signers", signerNames, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil)
+	ctrl.Log.WithName("setup").Info("controllers set up", "signers", signers.names, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil)
 	return nil
 }
-
-// managedSigners are the signers whose CSRs this controller approves or
-// signs.
-func managedSigners(a *ApproverOptions, signers []string) []string {
-	out := slices.Clone(signers)
-	for _, name := range []string{certificatesv1.KubeAPIServerClientKubeletSignerName, certificatesv1.KubeletServingSignerName} {
-		if a.Policy.Handles(approver.KindOf(name)) && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
-// loadCAs creates one FileCA per certificate and key file pair (signers that
-// share a CA share its loader) and loads each once. It returns the loader of
-// each signer, and each loader once.
-func loadCAs(signers []signer.Config, m *Metrics, reloaded chan<- event.GenericEvent, logger logr.Logger) (map[string]*signer.FileCA, []*signer.FileCA) {
-	type files struct{ cert, key string }
-	users := map[files][]string{}
-	for _, s := range signers {
-		f := files{s.CertFile, s.KeyFile}
-		users[f] = append(users[f], s.Name)
-	}
-	cas := map[string]*signer.FileCA{}
-	var loaders []*signer.FileCA
-	for f, names := range users {
-		ca := signer.NewFileCA(f.cert, f.key, func(ca *signer.CA, err error) {
-			if err != nil {
-				for _, n := range names {
-					m.CAReloadFailures.WithLabelValues(n).Inc()
-				}
-				logger.Error(err, "CA files could not be loaded; the previous CA stays in use", "certFile", f.cert, "keyFile", f.key, "signers", names, "inUse", ca != nil)
-				return
-			}
-			logger.Info("CA loaded", "certFile", f.cert, "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "signers", names)
-			// One event per CA: the signer re-lists the waiting CSRs of all
-			// its signers for any of them.
-			select {
-			case reloaded <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: names[0]}}}:
-			default: // a reload is already queued, and covers this one
-			}
-		})
-		_ = ca.Reload() // reported through the callback
-		loaders = append(loaders, ca)
-		for _, n := range names {
-			cas[n] = ca
-		}
-	}
-	return cas, loaders
-}
-
-// caRunner watches the CA files on every replica, leader or not, so that a
-// standby is ready to sign the moment it takes over.
-type caRunner struct {
-	files  []*signer.FileCA
-	poll   time.Duration
-	logger logr.Logger
-}
-
-func (c *caRunner) Start(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, f := range c.files {
-		wg.Go(func() {
-			f.Run(ctx, c.poll, func(err error) {
-				c.logger.Error(err, "CA files are not watched; changes are picked up by polling only", "certFile", f.CertFile, "keyFile", f.KeyFile, "pollInterval", c.poll)
-			})
-		})
-	}
-	wg.Wait()
-	return nil
-}
-
-// NeedLeaderElection is false: every replica keeps its CA current.
-func (c *caRunner) NeedLeaderElection() bool { return false }

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -21,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/signer"
 )
 
@@ -42,37 +40,26 @@ type SignerReconciler struct {
 	Recorder events.EventRecorder
 	Metrics  *Metrics
 	Options  SignerOptions
-	// CAs holds the CA of each signer name.
-	CAs map[string]*signer.FileCA
 	// Reloaded receives an event per signer whose CA changed.
 	Reloaded chan event.GenericEvent
 
-	signers  map[string]signer.Config
+	signers  *signerTable
 	guard    writeGuard
 	queues   *queueDepth
 	verified *recentSet // shared with the approver; may be nil
 }
 
-// signable reports whether a CSR is approved, not denied or failed, and has
-// no certificate yet: the only CSRs a signer acts on.
-func signable(csr *certificatesv1.CertificateSigningRequest) bool {
-	s := approver.StateOf(csr)
-	return s.Approved && !s.Denied && !s.Failed && !s.Issued
+// signableOurs reports whether csr is this signer's to sign now.
+func (r *SignerReconciler) signableOurs(csr *certificatesv1.CertificateSigningRequest) bool {
+	_, mine := r.signers.signs(csr)
+	return mine && signable(csr)
 }
 
 // SetupWithManager registers the reconciler.
 func (r *SignerReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.signers = map[string]signer.Config{}
-	for _, s := range r.Options.Signers {
-		r.signers[s.Name] = s
-	}
 	ours := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		csr, ok := o.(*certificatesv1.CertificateSigningRequest)
-		if !ok {
-			return false
-		}
-		_, mine := r.signers[csr.Spec.SignerName]
-		return mine && signable(csr)
+		return ok && r.signableOurs(csr)
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("csr-signer").
@@ -84,26 +71,19 @@ func (r *SignerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile signs one CSR.
 func (r *SignerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	res, err := r.reconcile(ctx, req)
-	return res, inCSR(req, err)
+	return csrReconcile(ctx, r.Client, req, &r.guard, r.signableOurs, r.sign)
 }
 
-func (r *SignerReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	csr := &certificatesv1.CertificateSigningRequest{}
-	if err := r.Client.Get(ctx, req.NamespacedName, csr); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	cfg, mine := r.signers[csr.Spec.SignerName]
-	if !mine || !signable(csr) || r.guard.stale(csr) {
-		return ctrl.Result{}, nil
-	}
+func (r *SignerReconciler) sign(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) (ctrl.Result, error) {
+	cfg, _ := r.signers.signs(csr)
 	now := r.Options.Now()
-	ca := r.CAs[cfg.Name].Current()
+	loader := r.signers.cas[cfg.Name]
+	ca := loader.Current()
 	if ca == nil {
-		err := fmt.Errorf("no CA is loaded from %s and %s", r.CAs[cfg.Name].CertFile, r.CAs[cfg.Name].KeyFile)
+		err := fmt.Errorf("no CA is loaded from %s and %s", loader.CertFile, loader.KeyFile)
 		return ctrl.Result{}, r.cannotSignNow(csr, err)
 	}
-	issued, err := r.sign(ca, csr, cfg, now)
+	issued, err := r.issue(ca, csr, cfg, now)
 	switch {
 	case signer.IsValidationError(err):
 		return ctrl.Result{}, r.fail(ctx, csr, err, now)
@@ -113,15 +93,18 @@ func (r *SignerReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return ctrl.Result{}, r.store(ctx, csr, issued, now)
 }
 
-// sign issues the certificate, without checking the request's signature
-// again when the approver of this process has just checked these bytes.
-func (r *SignerReconciler) sign(ca *signer.CA, csr *certificatesv1.CertificateSigningRequest, cfg signer.Config, now time.Time) (*signer.Issued, error) {
-	if r.verified == nil || !r.verified.has(csr.Spec.Request) {
-		return signer.Sign(ca, csr, cfg, now)
-	}
+// issue signs the certificate. The request is parsed once; its signature
+// is checked unless the approver of this process verified these exact
+// bytes already.
+func (r *SignerReconciler) issue(ca *signer.CA, csr *certificatesv1.CertificateSigningRequest, cfg signer.Config, now time.Time) (*signer.Issued, error) {
 	req, err := signer.DecodeRequest(csr.Spec.Request)
 	if err != nil {
 		return nil, err
+	}
+	if r.verified == nil || !r.verified.has(csr.Spec.Request) {
+		if err := signer.CheckSignature(req); err != nil {
+			return nil, err
+		}
 	}
 	return signer.SignParsed(ca, csr, req, cfg, now)
 }
@@ -185,16 +168,10 @@ func (r *SignerReconciler) store(ctx context.Context, csr *certificatesv1.Certif
 
 // fail writes the Failed condition for a CSR that can never be signed.
 func (r *SignerReconciler) fail(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, cause error, now time.Time) error {
-	rv := csr.ResourceVersion
-	updated := csr.DeepCopy()
-	appendCondition(updated, certificatesv1.CertificateFailed, ReasonSignerValidation, cause.Error(), now)
-	if err := r.Client.Status().Update(ctx, updated); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			return nil // the newer version's event brings it back if it matters
-		}
-		return fmt.Errorf("write Failed condition: %w", err)
+	wrote, err := writeCondition(ctx, r.Client, &r.guard, csr, certificatesv1.CertificateFailed, ReasonSignerValidation, cause.Error(), now)
+	if !wrote || err != nil {
+		return err
 	}
-	r.guard.wrote(csr, rv, now)
 	r.Metrics.SigningFailures.WithLabelValues(csr.Spec.SignerName, ReasonSignerValidation).Inc()
 	r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventSigningFailed, eventActionSign, "%s: %s", ReasonSignerValidation, cause.Error())
 	log.FromContext(ctx).Info("failed", "csr", csr.Name, "signer", csr.Spec.SignerName, "reason", ReasonSignerValidation, "message", cause.Error())
@@ -222,25 +199,9 @@ func (r *SignerReconciler) waitingOnCA(ctx context.Context, _ client.Object) []r
 	var reqs []reconcile.Request
 	for i := range list.Items {
 		csr := &list.Items[i]
-		if _, mine := r.signers[csr.Spec.SignerName]; mine && signable(csr) {
+		if r.signableOurs(csr) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(csr)})
 		}
 	}
 	return reqs
-}
-
-// caCheck is a readiness check: every signer has a CA that can sign now.
-func caCheck(cas map[string]*signer.FileCA, now func() time.Time) func(*http.Request) error {
-	return func(*http.Request) error {
-		for name, f := range cas {
-			ca := f.Current()
-			if ca == nil {
-				return fmt.Errorf("signer %s: no CA loaded from %s", name, f.CertFile)
-			}
-			if err := ca.Usable(now()); err != nil {
-				return fmt.Errorf("signer %s: %w", name, err)
-			}
-		}
-		return nil
-	}
 }

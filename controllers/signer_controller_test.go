@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"crypto/x509/pkix"
 	"os"
 	"path/filepath"
 	"testing"
@@ -54,13 +53,13 @@ func TestSignerIssuesOnlyApprovedCSRs(t *testing.T) {
 
 func TestSignerValidationFailureIsFinal(t *testing.T) {
 	h := start(t, signerOnly)
-	c := pki.Serving("valid-1", nil, ips("10.8.0.1"))
+	c := pki.Serving("valid-1", nil, pki.IPs("10.8.0.1"))
 	c.Name = "sign-bad-org"
 	c.Request.Subject.Organization = []string{"system:masters"}
 	created := h.create(asNode("valid-1"), c)
 	h.approveAsAdmin(created.Name)
 	got := h.waitFor(created.Name, "failed", condition(certificatesv1.CertificateFailed))
-	f := conditionOf(got, certificatesv1.CertificateFailed)
+	f := cluster.Condition(got, certificatesv1.CertificateFailed)
 	if f.Reason != controllers.ReasonSignerValidation || f.Message != "subject organization is not system:nodes" {
 		t.Errorf("want SignerValidationFailure with Kubernetes' message, got %s: %s", f.Reason, f.Message)
 	}
@@ -76,7 +75,7 @@ func TestAPIServerClientSignerWhenEnabled(t *testing.T) {
 		o.Signer.Signers = append(o.Signer.Signers, signer.Config{Name: certificatesv1.KubeAPIServerClientSignerName, CertFile: env.CACertFile, KeyFile: env.CAKeyFile, Duration: 2 * time.Hour, MinDuration: 10 * time.Minute})
 	})
 	c := pki.CSR{Name: "sign-alice", SignerName: certificatesv1.KubeAPIServerClientSignerName, Usages: []certificatesv1.KeyUsage{"digital signature", "client auth"},
-		Request: pki.Request{Subject: pkixName("alice", "developers")}, ExpirationSeconds: ptrInt32(3600)}
+		Request: pki.Request{Subject: pki.Name("alice", "developers")}, ExpirationSeconds: ptrInt32(3600)}
 	created := h.create(h.admin, c)
 	h.approveAsAdmin(created.Name)
 	cert := h.certificate(h.waitFor(created.Name, "issued", issued), env.CA.Cert)
@@ -99,13 +98,13 @@ func TestSignerFollowsCAFileChanges(t *testing.T) {
 	// A certificate without its key: the pair does not match, the old CA
 	// stays and the failure is counted.
 	writeFile(t, certFile, second.CertPEM)
-	waitUntil(t, "the reload failure is counted", func() bool {
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the reload failure is counted", func() bool {
 		return h.counter("kubelet_csr_controller_ca_reload_failures_total", nil) >= 1
 	})
 	h.certificate(sign("rot-mismatched"), first.Cert)
 
 	writeFile(t, keyFile, second.KeyPEM)
-	waitUntil(t, "the new CA is in use", func() bool {
+	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, "the new CA is in use", func() bool {
 		return h.counter("kubelet_csr_controller_ca_not_after_timestamp_seconds", nil) == float64(second.Cert.NotAfter.Unix())
 	})
 	h.certificate(sign("rot-second"), second.Cert)
@@ -117,7 +116,7 @@ func TestExpiredCAIsRetriedUntilFixed(t *testing.T) {
 	c := h.create(asNode("exp-1"), named(pki.ClientRenewal("exp-1"), "exp-waiting"))
 	h.approveAsAdmin(c.Name)
 	h.waitForEvent(c.Name, "Warning SigningError: Cannot sign now, will retry: the CA certificate has expired")
-	if got := h.waitFor(c.Name, "read", func(*certificatesv1.CertificateSigningRequest) bool { return true }); conditionOf(got, certificatesv1.CertificateFailed) != nil {
+	if got := h.waitFor(c.Name, "read", func(*certificatesv1.CertificateSigningRequest) bool { return true }); cluster.Condition(got, certificatesv1.CertificateFailed) != nil {
 		t.Fatalf("an expired CA must not fail the CSR: %s", describe(got))
 	}
 	fixed := pki.MustCA(t, pki.CAOptions{CommonName: "fixed"})
@@ -166,11 +165,4 @@ func startSignerWithCAFiles(t *testing.T, ca *pki.CA) (h *harness, certFile, key
 	return h, certFile, keyFile
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	cluster.Poll(context.Background(), t, 20*time.Millisecond, 30*time.Second, what, cond)
-}
-
 func ptrInt32(v int32) *int32 { return &v }
-
-func pkixName(cn string, o ...string) pkix.Name { return pkix.Name{CommonName: cn, Organization: o} }

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
@@ -64,18 +63,6 @@ type harness struct {
 	cache client.Reader
 }
 
-// defaultOptions are the controllers' options of an empty configuration
-// file, with the cluster CA for every signer and a short retry interval.
-func defaultOptions() controllers.Options {
-	p := approver.DefaultPolicy()
-	p.RetryInterval = time.Second
-	return controllers.Options{
-		Approver:       controllers.ApproverOptions{Policy: p, Workers: 4, DNSTimeout: time.Second},
-		Signer:         controllers.SignerOptions{Signers: env.KubeletSigners(time.Hour), Workers: 4},
-		CAPollInterval: time.Hour,
-	}
-}
-
 // start runs a manager with the controllers until the test ends.
 func start(t *testing.T, edit func(*controllers.Options)) *harness {
 	t.Helper()
@@ -87,7 +74,10 @@ func start(t *testing.T, edit func(*controllers.Options)) *harness {
 func startIntercepted(t *testing.T, edit func(*controllers.Options), funcs *interceptor.Funcs) *harness {
 	t.Helper()
 	h := &harness{t: t, registry: prometheus.NewRegistry(), admin: env.AdminClientset()}
-	o := defaultOptions()
+	// The suite's certificates last an hour, so that lifetimes under 8h
+	// (NotAfter not backdated) are what the signer tests see.
+	o := env.ControllerOptions()
+	o.Signer.Signers = env.KubeletSigners(time.Hour)
 	if edit != nil {
 		edit(&o)
 	}
@@ -155,7 +145,7 @@ func (h *harness) registerNode(name string, addrs ...string) {
 	// The controllers judge a CSR against the Nodes their cache has seen; a
 	// test that files one right after registering a Node waits for the
 	// watch, as a kubelet (which registers before it asks to serve) does.
-	waitUntil(h.t, "the cache has Node "+name+"'s addresses", func() bool {
+	cluster.Poll(context.Background(), h.t, 20*time.Millisecond, 30*time.Second, "the cache has Node "+name+"'s addresses", func() bool {
 		var n corev1.Node
 		if err := h.cache.Get(context.Background(), client.ObjectKey{Name: name}, &n); err != nil {
 			return false
@@ -179,16 +169,7 @@ func issued(csr *certificatesv1.CertificateSigningRequest) bool {
 }
 
 func condition(typ certificatesv1.RequestConditionType) func(*certificatesv1.CertificateSigningRequest) bool {
-	return func(csr *certificatesv1.CertificateSigningRequest) bool { return conditionOf(csr, typ) != nil }
-}
-
-func conditionOf(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
-	for i := range csr.Status.Conditions {
-		if c := &csr.Status.Conditions[i]; c.Type == typ && c.Status == corev1.ConditionTrue {
-			return c
-		}
-	}
-	return nil
+	return func(csr *certificatesv1.CertificateSigningRequest) bool { return cluster.Condition(csr, typ) != nil }
 }
 
 func describe(csr *certificatesv1.CertificateSigningRequest) string { return cluster.Describe(csr) }

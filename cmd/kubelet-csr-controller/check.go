@@ -8,10 +8,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -29,9 +29,12 @@ yaml" prints it. Each --node file holds a Node or a list of them ("kubectl
 get node NAME -o yaml", "kubectl get nodes -o yaml"): the one the CSR's
 CommonName names is its Node, without which the Node counts as not
 registered; the others are checked for the request's names and addresses.
-Client CSRs need a SubjectAccessReview that only a cluster can answer:
---authorized says what to assume. DNS names are resolved for real when the
-policy asks for it.
+Some facts only the running controller has, so check assumes them and says
+so in its output: the SubjectAccessReview of a client CSR (--authorized,
+default true), the other CSRs of the same node (none: the flood rules of
+maxPendingPerNode and Superseded are not applied), and DNS answers (from
+this machine's resolver, not the controller's). Its "Approve" is therefore
+not the controller's verdict; read the "assumed" lines.
 
 Exit status: 0 approve, 3 anything else (deny, retry, leave pending), 1 or 2
 errors.
@@ -68,9 +71,6 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	// The approver's options exactly as the controller builds them.
 	ao := controllerOptions(cfg).Approver
 	policy := ao.Policy
-	in := approver.Read(csr)
-	plan := approver.PlanFor(in, &policy)
-	facts := &approver.Facts{Now: time.Now()}
 	var nodes []*corev1.Node
 	for _, path := range nodeFiles {
 		read, err := readNodes(path)
@@ -79,23 +79,32 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 		}
 		nodes = append(nodes, read...)
 	}
-	if plan.Node != "" {
-		if i := slices.IndexFunc(nodes, func(n *corev1.Node) bool { return n.Name == plan.Node }); i >= 0 {
-			facts.Node = nodes[i]
-		}
+	var assumed []string
+	sources := &controllers.Sources{
+		Nodes: controllers.StaticNodes(nodes),
+		Authorize: func(context.Context, *certificatesv1.CertificateSigningRequest, *authorizationv1.ResourceAttributes) (*approver.Authorization, error) {
+			assumed = append(assumed, fmt.Sprintf("the requester's SubjectAccessReview answers allowed=%v (--authorized)", *authorized))
+			return &approver.Authorization{Allowed: *authorized, Reason: "assumed by --authorized"}, nil
+		},
+		Resolve: func(ctx context.Context, names []string) map[string]approver.Lookup {
+			assumed = append(assumed, fmt.Sprintf("DNS answers for %s come from this machine's resolver, not the controller's", strings.Join(names, ", ")))
+			return controllers.Resolve(ctx, net.DefaultResolver, ao.DNSTimeout, names)
+		},
 	}
-	if plan.Claimants {
-		facts.Claimants = approver.ClaimantsOf(in, &policy, nodes)
+	in := approver.Read(csr)
+	v := approver.NewReview(in, &policy)
+	if v.Plan().Siblings {
+		assumed = append(assumed, "no other CSR of this node is pending (the flood rules, maxPendingPerNode and Superseded, are not applied)")
 	}
-	if plan.Permission != nil {
-		facts.Authorization = &approver.Authorization{Allowed: *authorized, Reason: "assumed by --authorized"}
+	d, _, err := controllers.Decide(ctx, sources, v, time.Now())
+	if err != nil {
+		return err
 	}
-	if plan.ResolveDNS {
-		facts.Lookups = controllers.Resolve(ctx, net.DefaultResolver, ao.DNSTimeout, approver.DNSNamesToResolve(in, facts.Node, &policy))
-	}
-	d := approver.Evaluate(in, facts, &policy)
 	fmt.Fprintf(out, "csr:      %s\nsigner:   %s\nnode:     %s\ndecision: %s\nreason:   %s\nmessage:  %s\n",
 		csr.Name, csr.Spec.SignerName, in.NodeName, d.Verdict, d.Reason, d.Message)
+	for _, a := range assumed {
+		fmt.Fprintf(out, "assumed:  %s\n", a)
+	}
 	if d.Verdict != approver.Approve {
 		return &notApprovedError{verdict: d.Verdict.String() + " (" + d.Reason + ")"}
 	}

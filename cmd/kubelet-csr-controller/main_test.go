@@ -189,8 +189,28 @@ status:
 	if !strings.Contains(out.String(), "decision: Approve") {
 		t.Errorf("output:\n%s", out.String())
 	}
+	// Its "Approve" is not the controller's verdict: it says what it
+	// could not know.
+	if !strings.Contains(out.String(), "assumed:  no other CSR of this node is pending (the flood rules") {
+		t.Errorf("check must say it skipped the flood rules:\n%s", out.String())
+	}
 	out.Reset()
-	err := runCheck(context.Background(), []string{"--node", node, bad}, &out)
+	client := filepath.Join(dir, "client.yaml")
+	c := pki.ClientRenewal("n1")
+	c.Created = time.Now()
+	b, err := yaml.Marshal(pki.MustObject(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, client, "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\n"+string(b))
+	if err := runCheck(context.Background(), []string{client}, &out); err != nil {
+		t.Fatalf("check of a client CSR: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "assumed:  the requester's SubjectAccessReview answers allowed=true (--authorized)") {
+		t.Errorf("check must say it assumed the SubjectAccessReview:\n%s", out.String())
+	}
+	out.Reset()
+	err = runCheck(context.Background(), []string{"--node", node, bad}, &out)
 	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   SANNotOwnedByNode") {
 		t.Errorf("want exit %d with SANNotOwnedByNode, got %v:\n%s", exitNotAllow, err, out.String())
 	}

@@ -8,15 +8,10 @@ import (
 	"net/http/pprof"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nodecsr/kubelet-csr-controller/config"
@@ -73,17 +68,14 @@ func preflight(ctx context.Context, rc *rest.Config) error {
 }
 
 // newManager builds the controller-runtime manager with leader election,
-// probes, metrics and the three reconcilers. Tests call it too.
+// probes, metrics and the three reconcilers (controllers.NewManager, which
+// the tests run too).
 func newManager(ctx context.Context, f *flags, cfg *config.ControllerConfig) (ctrl.Manager, error) {
 	rc, err := restConfig(f.kubeconfig, &cfg.Manager)
 	if err != nil {
 		return nil, err
 	}
 	if err := preflight(ctx, rc); err != nil {
-		return nil, err
-	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
 	le := cfg.Manager.LeaderElection
@@ -96,51 +88,21 @@ func newManager(ctx context.Context, f *flags, cfg *config.ControllerConfig) (ct
 			"/debug/pprof/allocs":  pprof.Handler("allocs"),
 		}
 	}
-	mgr, err := ctrl.NewManager(rc, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metrics,
-		HealthProbeBindAddress:        f.probeAddr,
-		LeaderElection:                f.leaderElect,
-		LeaderElectionID:              le.LeaseName,
-		LeaderElectionNamespace:       f.leaderElectionNamespace,
-		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 &le.LeaseDuration.Duration,
-		RenewDeadline:                 &le.RenewDeadline.Duration,
-		RetryPeriod:                   &le.RetryPeriod.Duration,
-		Cache:                         controllers.CacheOptions(),
-		// controller-runtime refuses a controller name already used in this
-		// process. Ours are fixed and registered once per manager; the check
-		// would only stop a second manager in the same process (the tests).
-		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)},
+	mgr, err := controllers.NewManager(ctx, rc, controllers.ManagerOptions{
+		Metrics:                metrics,
+		HealthProbeBindAddress: f.probeAddr,
+		LeaderElection:         f.leaderElect,
+		LeaseName:              le.LeaseName,
+		LeaseNamespace:         f.leaderElectionNamespace,
+		LeaseDuration:          le.LeaseDuration.Duration,
+		RenewDeadline:          le.RenewDeadline.Duration,
+		RetryPeriod:            le.RetryPeriod.Duration,
+		Controllers:            controllerOptions(cfg),
 	})
-	if err != nil {
-		if f.leaderElect && f.leaderElectionNamespace == "" {
-			return nil, errors.Join(err, &usageError{msg: "outside a cluster, give --leader-election-namespace (or --leader-elect=false)"})
-		}
-		return nil, fmt.Errorf("create manager: %w", err)
+	if err != nil && f.leaderElect && f.leaderElectionNamespace == "" {
+		return nil, errors.Join(err, &usageError{msg: "outside a cluster, give --leader-election-namespace (or --leader-elect=false)"})
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("informers", cacheSynced(mgr)); err != nil {
-		return nil, err
-	}
-	if err := controllers.Setup(ctx, mgr, controllerOptions(cfg)); err != nil {
-		return nil, err
-	}
-	return mgr, nil
-}
-
-// cacheSynced is ready once the informers this replica started have synced.
-func cacheSynced(mgr ctrl.Manager) healthz.Checker {
-	return func(req *http.Request) error {
-		ctx, cancel := context.WithTimeout(req.Context(), 100*time.Millisecond)
-		defer cancel()
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
-			return errors.New("informer caches have not synced")
-		}
-		return nil
-	}
+	return mgr, err
 }
 
 // controllerOptions converts the configuration for the controllers package.

@@ -204,6 +204,18 @@ func Flood(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creator
 	return first
 }
 
+// Condition returns the True condition of that type on csr, or nil: the
+// API server allows a condition type once, and only True ones count (as
+// approver.StateOf reads them).
+func Condition(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
+	for i := range csr.Status.Conditions {
+		if c := &csr.Status.Conditions[i]; c.Type == typ && c.Status == corev1.ConditionTrue {
+			return c
+		}
+	}
+	return nil
+}
+
 // Poll calls cond every interval until it holds and returns how long that
 // took; after timeout it fails the test, naming what it waited for.
 func Poll(ctx context.Context, t testing.TB, interval, timeout time.Duration, what string, cond func() bool) time.Duration {

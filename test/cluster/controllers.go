@@ -6,16 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	certificatesv1 "k8s.io/api/certificates/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
 	"github.com/nodecsr/kubelet-csr-controller/signer"
 )
@@ -30,31 +27,36 @@ func (c *Cluster) KubeletSigners(d time.Duration) []signer.Config {
 	return signers
 }
 
+// ControllerOptions are the controllers' options of an empty configuration
+// file, with the cluster CA for every kubelet signer (certificates that last
+// a day) and a one-second retry interval: what the envtest suites start
+// from.
+func (c *Cluster) ControllerOptions() controllers.Options {
+	p := approver.DefaultPolicy()
+	p.RetryInterval = time.Second
+	return controllers.Options{
+		Approver:       controllers.ApproverOptions{Policy: p, Workers: 16, DNSTimeout: time.Second},
+		Signer:         controllers.SignerOptions{Signers: c.KubeletSigners(24 * time.Hour), Workers: 16},
+		Registry:       prometheus.NewRegistry(),
+		CAPollInterval: time.Hour,
+	}
+}
+
 // StartControllers runs the controllers with o in a manager of their own,
-// in this process, as the admin: the binary's cache options, metrics and
-// probes off, controller names reusable by the next test's manager.
-// newClient, when set, builds the manager's client. It returns once the
-// cache has synced; the manager runs until stop, which the test's cleanup
-// also calls.
+// in this process, as the admin: the binary's manager (controllers.
+// NewManager) with metrics, probes and leader election off. newClient, when
+// set, builds the manager's client. It returns once the cache has synced;
+// the manager runs until stop, which the test's cleanup also calls.
 func (c *Cluster) StartControllers(t testing.TB, o controllers.Options, newClient client.NewClientFunc) (mgr manager.Manager, stop func()) {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	mgr, err := ctrl.NewManager(c.Admin, ctrl.Options{
-		Scheme:                 scheme,
+	ctx, cancel := context.WithCancel(context.Background())
+	mgr, err := controllers.NewManager(ctx, c.Admin, controllers.ManagerOptions{
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 		NewClient:              newClient,
+		Controllers:            o,
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.Setup(ctx, mgr, o); err != nil {
 		cancel()
 		t.Fatal(err)
 	}

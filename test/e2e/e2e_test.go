@@ -72,7 +72,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	// node-a has registered: before that no Node lists the address, and the
 	// liar's CSR is denied as SANNotOwnedByNode instead.
 	cs := kubernetes.NewForConfigOrDie(c.Admin)
-	waitFor(ctx, t, time.Minute, "node-a registers its addresses", func() bool {
+	cluster.Poll(ctx, t, 200*time.Millisecond, time.Minute, "node-a registers its addresses", func() bool {
 		n, err := cs.CoreV1().Nodes().Get(ctx, good[0], metav1.GetOptions{})
 		return err == nil && len(n.Status.Addresses) > 0
 	})
@@ -80,7 +80,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	late := startNode(kubelet.Options{NodeName: "node-late", Addresses: kubelet.Addresses("node-late", 8), RegisterDelay: 10 * time.Second})
 
 	honest := append(slices.Clone(kubelets[:len(good)]), late)
-	waitFor(ctx, t, 2*time.Minute, "every honest node has both certificates", func() bool {
+	cluster.Poll(ctx, t, 200*time.Millisecond, 2*time.Minute, "every honest node has both certificates", func() bool {
 		for _, k := range honest {
 			if k.ClientCertificate() == nil || k.ServingCertificate() == nil {
 				return false
@@ -98,7 +98,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	stoppedAt := time.Now()
 	// Restart as soon as one is waiting: a kubelet files its CSR at 70-90%
 	// of its certificate's life and needs the new one before the old expires.
-	waitFor(ctx, t, 2*time.Minute, "a CSR is filed while the controller is down", func() bool {
+	cluster.Poll(ctx, t, 200*time.Millisecond, 2*time.Minute, "a CSR is filed while the controller is down", func() bool {
 		return len(pendingCSRs(t, cs)) >= 1
 	})
 	filedMeanwhile := pendingCSRs(t, cs)
@@ -109,7 +109,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = ctrl.Kill() })
 	for _, name := range filedMeanwhile {
-		waitFor(ctx, t, time.Minute, name+" is decided after the restart", func() bool {
+		cluster.Poll(ctx, t, 200*time.Millisecond, time.Minute, name+" is decided after the restart", func() bool {
 			csr, err := cs.CertificatesV1().CertificateSigningRequests().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return false
@@ -119,7 +119,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		})
 	}
 
-	waitFor(ctx, t, 4*time.Minute, "every honest node rotates both certificates twice", func() bool {
+	cluster.Poll(ctx, t, 200*time.Millisecond, 4*time.Minute, "every honest node rotates both certificates twice", func() bool {
 		for _, k := range honest {
 			if cl, sv := k.Rotations(); cl < 2 || sv < 2 {
 				return false
@@ -148,7 +148,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 			checkCertificate(t, csr, roots, node, byName(kubelets, node))
 		case s.Denied:
 			counts["denied"]++
-			d := condition(csr, certificatesv1.CertificateDenied)
+			d := cluster.Condition(csr, certificatesv1.CertificateDenied)
 			if node != liar.Name() || csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || d.Reason != approver.ReasonSANOwnedByOtherNode {
 				t.Errorf("%s (node %s, %s) denied: %s: %s", csr.Name, node, csr.Spec.SignerName, d.Reason, d.Message)
 			}
@@ -233,18 +233,4 @@ func byName(ks []*kubelet.Kubelet, name string) *kubelet.Kubelet {
 		}
 	}
 	return nil
-}
-
-func condition(csr *certificatesv1.CertificateSigningRequest, typ certificatesv1.RequestConditionType) certificatesv1.CertificateSigningRequestCondition {
-	for _, c := range csr.Status.Conditions {
-		if c.Type == typ {
-			return c
-		}
-	}
-	return certificatesv1.CertificateSigningRequestCondition{}
-}
-
-func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	cluster.Poll(ctx, t, 200*time.Millisecond, timeout, what, cond)
 }

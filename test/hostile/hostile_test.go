@@ -13,13 +13,13 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -261,17 +261,40 @@ func identity(c *cluster.Cluster, as, node string) kubernetes.Interface {
 	return c.AdminClientset()
 }
 
+// longLabel is a DNS label one octet longer than DNS allows.
+var longLabel = strings.Repeat("a", 64)
+
+// zone is the DNS the corpus's controllers resolve with: absolute names
+// only, as the approver asks. The relative hijack.nodes.example is what a
+// resolver following a pod's search domains would find first, a tenant's
+// headless Service answering with an address of its choosing.
+var zone = staticResolver{
+	"n2.nodes.example.":    {netip.MustParseAddr("10.0.0.2")},
+	"good.nodes.example.":  {netip.MustParseAddr("10.9.9.8")},
+	"hijack.nodes.example": {netip.MustParseAddr("10.9.9.9")},
+}
+
+// staticResolver answers from a table; a name not in it does not exist.
+type staticResolver map[string][]netip.Addr
+
+func (z staticResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := z[host]; ok {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
 // corpus is the hostile and malformed requests, each with its outcome.
 func corpus(t *testing.T) []entry {
-	ips := func(s ...string) []net.IP {
-		out := make([]net.IP, len(s))
-		for i, a := range s {
-			out[i] = net.ParseIP(a)
-		}
-		return out
-	}
+	ips := pki.IPs
 	type build = func(*testing.T, string) pki.CSR
+	// serving is a request of the case's node; given no address it carries
+	// the node's own (n1's 10.0.0.1, localised), as a kubelet asks only once
+	// it has one.
 	serving := func(dns []string, addrs ...string) build {
+		if len(addrs) == 0 {
+			addrs = []string{"10.0.0.1"}
+		}
 		return func(_ *testing.T, node string) pki.CSR { return pki.Serving(node, dns, ips(addrs...)) }
 	}
 	client := func(edit func(*pki.CSR)) build {
@@ -354,6 +377,18 @@ func corpus(t *testing.T) []entry {
 			csr: raw(func(t *testing.T, n string) []byte {
 				return []byte(strings.Replace(string(good(t, n)), "-----\n", "-----\nProc-Type: 4,ENCRYPTED\n\n", 1))
 			})},
+		{name: "white space before the PEM block is denied", as: "bootstrap", want: denied(approver.ReasonMalformedRequest),
+			csr: raw(func(t *testing.T, n string) []byte { return append([]byte(" \n"), good(t, n)...) })},
+		{name: "a validly signed RSA key of 9000 bits is denied before its signature is checked", as: "bootstrap", want: denied(approver.ReasonKeyNotAllowed),
+			csr: func(t *testing.T, node string) pki.CSR {
+				k, err := pki.CheapHugeRSAKey(9000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := pki.ClientBootstrap(node, "abcdef")
+				c.Request.Key = k
+				return c
+			}},
 		{name: "a request signed by another key is refused by the API server", as: "bootstrap", want: rejected,
 			csr: raw(func(t *testing.T, n string) []byte {
 				b, err := pki.SignedByOtherKey(good(t, n), pki.MustKey(t, pki.ECDSAP256))
@@ -417,6 +452,20 @@ func corpus(t *testing.T) []entry {
 		{name: "upper case and a trailing dot match the node's host name", as: "node", want: issuedOK, csr: serving([]string{"N1.EXAMPLE.COM."}, "fd00:0:0:0::1")},
 		{name: "a wildcard is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving([]string{"*.example.com"})},
 		{name: "localhost is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving([]string{"localhost"})},
+		{name: "localhost4 is denied though the node lists it", as: "node", alsoLists: []string{"localhost4"}, want: denied(approver.ReasonSANForbidden), csr: serving([]string{"localhost4"})},
+		{name: "ip6-loopback is denied though the node lists it", as: "node", alsoLists: []string{"ip6-loopback"}, want: denied(approver.ReasonSANForbidden), csr: serving([]string{"ip6-loopback"})},
+		{name: "localhost.localdomain is denied though the node lists it", as: "node", alsoLists: []string{"localhost.localdomain"}, want: denied(approver.ReasonSANForbidden), csr: serving([]string{"localhost.localdomain"})},
+		{name: "a name under .localhost is denied though the node lists it", as: "node", alsoLists: []string{"api.localhost"}, want: denied(approver.ReasonSANForbidden), csr: serving([]string{"api.localhost"})},
+		{name: "a DNS label of 64 octets is denied though the node lists it", as: "node", alsoLists: []string{longLabel + ".example.com"}, want: denied(approver.ReasonSANInvalid), csr: serving([]string{longLabel + ".example.com"})},
+		// dnsResolution (the corpus runs with dnsSuffixes [nodes.example]):
+		// the address a name resolves to must be one the node could hold as
+		// an IP SAN.
+		{name: "a name resolving to another node's IP is denied though the node lists that IP", as: "node", alsoLists: []string{"10.0.0.2"}, want: denied(approver.ReasonSANOwnedByOtherNode),
+			csr: serving([]string{"n2.nodes.example"})},
+		{name: "a name is resolved as an absolute name, never under the pod's search domains", as: "node", alsoLists: []string{"10.9.9.9"}, want: denied(approver.ReasonDNSResolutionFailed),
+			csr: serving([]string{"hijack.nodes.example"})},
+		{name: "a name resolving to an address of the node's own is issued", as: "node", alsoLists: []string{"10.9.9.8"}, want: issuedOK,
+			csr: serving([]string{"good.nodes.example"})},
 		{name: "the API server's service name is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving([]string{"kubernetes.default.svc.cluster.local"})},
 		{name: "a service name is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving([]string{"web.default.svc"})},
 		{name: "a loopback address is denied", as: "node", want: denied(approver.ReasonSANForbidden), csr: serving(nil, "127.0.0.1")},
@@ -428,8 +477,12 @@ func corpus(t *testing.T) []entry {
 			csr: servingEdit(func(c *pki.CSR) { c.Request.EmailAddresses = []string{"root@n1.example.com"} })},
 		{name: "a URI SAN in a serving request is denied", as: "node", want: denied(approver.ReasonSANTypeNotAllowed),
 			csr: servingEdit(func(c *pki.CSR) { c.Request.URIs = []*url.URL{{Scheme: "https", Host: "n1.example.com"}} })},
-		{name: "a serving request without SANs is denied", as: "node", want: denied(approver.ReasonNoSANs), csr: serving(nil)},
-		{name: "ten thousand SANs are denied", as: "node", want: denied(approver.ReasonTooManySANs), csr: serving(manySANs(10000))},
+		{name: "a serving request without SANs is denied", as: "node", want: denied(approver.ReasonNoSANs),
+			csr: servingEdit(func(c *pki.CSR) { c.Request.DNSNames, c.Request.IPAddresses = nil, nil })},
+		{name: "a serving request without an IP address is denied: kubelets ask once they have one", as: "node", want: denied(approver.ReasonNoIPAddress),
+			csr: servingEdit(func(c *pki.CSR) { c.Request.IPAddresses = nil })},
+		{name: "ten thousand SANs (400 KB) are denied unparsed", as: "node", want: denied(approver.ReasonMalformedRequest), csr: serving(manySANs(10000))},
+		{name: "one SAN more than maxSANs is denied", as: "node", want: denied(approver.ReasonTooManySANs), csr: serving(manySANs(65))},
 		{name: "client auth in a serving request is denied", as: "node", want: denied(approver.ReasonUsagesNotAllowed),
 			csr: servingEdit(func(c *pki.CSR) { c.Usages = pki.ClientUsages })},
 		{name: "a serving request with system:masters is denied", as: "node", want: denied(approver.ReasonOrganizationNotSystemNodes),
@@ -466,11 +519,11 @@ func corpus(t *testing.T) []entry {
 // (and one-day certificates), edited by edit, until stop is called.
 func startControllers(t *testing.T, c *cluster.Cluster, edit func(*controllers.Options)) (stop func()) {
 	t.Helper()
-	o := controllers.Options{
-		Approver: controllers.ApproverOptions{Policy: approver.DefaultPolicy(), Workers: 16, DNSTimeout: time.Second},
-		Signer:   controllers.SignerOptions{Signers: c.KubeletSigners(24 * time.Hour), Workers: 16},
-		Registry: prometheus.NewRegistry(),
-	}
+	o := c.ControllerOptions()
+	o.Approver.Policy.RetryInterval = approver.DefaultPolicy().RetryInterval
+	o.Approver.Policy.Serving.DNSSuffixes = []string{"nodes.example"}
+	o.Approver.Policy.Serving.ResolveDNS = true
+	o.Approver.Resolver = zone
 	if edit != nil {
 		edit(&o)
 	}
