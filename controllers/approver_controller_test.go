@@ -263,6 +263,35 @@ func TestANodesCSRsAreDecidedInOrderEachOnItsOwnMerits(t *testing.T) {
 	}
 }
 
+// CSRs left pending on purpose, for a second approver, are not what the
+// pending-age alert is about: oldest_pending_age_seconds leaves them out
+// and left_pending counts them.
+func TestCSRsLeftPendingOnPurposeAreNotCountedAsWaiting(t *testing.T) {
+	h := start(t, func(o *controllers.Options) {
+		o.Approver.Policy.Serving.OnInvalid = approver.LeavePending
+		o.Approver.Policy.Serving.NonNodeRequesters = approver.IgnoreNonNodeRequesters
+	})
+	h.registerNode("left-1", "10.13.0.1")
+	bad := h.create(asNode("left-1"), named(pki.Serving("left-1", []string{"*.example.com"}, pki.IPs("10.13.0.1")), "left-invalid"))
+	h.waitForEvent(bad.Name, "Normal LeftPending: LeftPending: Would deny (SANForbidden)")
+	revoke, err := env.AllowToFileCSRs(context.Background(), "virtual-kubelet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(revoke)
+	vk := h.create(as("virtual-kubelet"), named(pki.Serving("vk-1", nil, pki.IPs("10.13.0.9")), "left-not-a-node"))
+	serving := map[string]string{"signer": certificatesv1.KubeletServingSignerName}
+	cluster.Poll(context.Background(), t, 50*time.Millisecond, 30*time.Second, "both are counted as left pending", func() bool {
+		return h.counter("kubelet_csr_controller_left_pending", serving) == 2
+	})
+	if age := h.counter("kubelet_csr_controller_oldest_pending_age_seconds", serving); age != 0 {
+		t.Errorf("oldest_pending_age_seconds = %v with only CSRs left pending on purpose; want 0", age)
+	}
+	if ev := h.events(vk.Name); len(ev) != 0 {
+		t.Errorf("a request from an identity that is not a node, ignored, got Events: %q", ev)
+	}
+}
+
 func TestDryRunWritesNothing(t *testing.T) {
 	h := start(t, func(o *controllers.Options) { o.Approver.DryRun = true })
 	h.registerNode("dry-1", "10.7.0.1")
