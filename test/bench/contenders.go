@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -83,14 +80,11 @@ func startController(ctx context.Context, c *cluster.Cluster, o *options, cfg *c
 func startKCM(extra []string) func(context.Context, *cluster.Cluster, *options) (*process, error) {
 	return func(ctx context.Context, c *cluster.Cluster, o *options) (*process, error) {
 		args := append([]string{
-			"--kubeconfig=" + c.AdminKubeconfig,
 			"--controllers=csrapproving,csrsigning",
 			"--cluster-signing-cert-file=" + c.CACertFile,
 			"--cluster-signing-key-file=" + c.CAKeyFile,
-			"--leader-elect=false",
-			"--secure-port=0",
 		}, extra...)
-		return spawn(filepath.Join(o.assets, "kube-controller-manager"), args, filepath.Join(c.Dir, "kube-controller-manager.log"))
+		return started(c.StartKubeControllerManager("kube-controller-manager", args...))
 	}
 }
 
@@ -100,30 +94,13 @@ func startIdeal(_ context.Context, c *cluster.Cluster, _ *options) (*process, er
 	if err != nil {
 		return nil, err
 	}
-	return spawn(self, []string{"ideal-loop", "--kubeconfig", c.AdminKubeconfig, "--ca-cert", c.CACertFile, "--ca-key", c.CAKeyFile}, filepath.Join(c.Dir, "ideal-loop.log"))
+	return started(cluster.Spawn(self, []string{"ideal-loop", "--kubeconfig", c.AdminKubeconfig, "--ca-cert", c.CACertFile, "--ca-key", c.CAKeyFile}, filepath.Join(c.Dir, "ideal-loop.log")))
 }
 
-func spawn(bin string, args []string, logFile string) (*process, error) {
-	f, err := os.Create(logFile) //nolint:gosec // the benchmark's own directory
+// started is a contender of a process Spawn started.
+func started(p *cluster.Process, err error) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	cmd := exec.Command(bin, args...) //nolint:gosec // the benchmark's own binaries
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	return &process{pid: cmd.Process.Pid, stop: stop}, nil
+	return &process{pid: p.Cmd.Process.Pid, stop: p.Stop}, nil
 }

@@ -229,6 +229,7 @@ func (c *Cluster) CreateBootstrapToken(ctx context.Context, id, secret string, t
 			"token-secret":                   secret,
 			"expiration":                     time.Now().Add(ttl).UTC().Format(time.RFC3339),
 			"usage-bootstrap-authentication": "true",
+			"usage-bootstrap-signing":        "true",
 			"auth-extra-groups":              BootstrappersGroup + ":test",
 		},
 	}
