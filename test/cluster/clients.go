@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
@@ -58,18 +59,32 @@ func CreateCSR(ctx context.Context, cs kubernetes.Interface, c pki.CSR) (*certif
 // as IPs are InternalIP, the others Hostname.
 func (c *Cluster) RegisterNode(ctx context.Context, name string, addrs ...string) error {
 	cs := c.Node(name)
-	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	nodes := cs.CoreV1().Nodes()
+	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", name, err)
 	}
+	var want []corev1.NodeAddress
 	for _, a := range addrs {
 		typ := corev1.NodeInternalIP
 		if net.ParseIP(a) == nil {
 			typ = corev1.NodeHostName
 		}
-		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: typ, Address: a})
+		want = append(want, corev1.NodeAddress{Type: typ, Address: a})
 	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+	// A real kube-controller-manager (test/cutover) taints and annotates a
+	// new Node at once, so the status write may meet a newer version.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n.Status.Addresses = want
+		_, err := nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			if latest, getErr := nodes.Get(ctx, name, metav1.GetOptions{}); getErr == nil {
+				n = latest
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("set the addresses of node %s: %w", name, err)
 	}
 	return nil
