@@ -3,8 +3,10 @@ SHELL := /usr/bin/env bash -o errexit -o nounset -o pipefail
 .DEFAULT_GOAL := help
 
 BIN      ?= bin/kubelet-csr-controller
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+# hack/build-flags.sh is the one source of the version stamp and build flags
+# (for make, the Dockerfile and the image); VERSION=v0.2.0 overrides it.
+VERSION  ?= $(shell hack/build-flags.sh version)
+export VERSION
 CONFIG   ?= config/samples/controller-config.yaml
 IMAGE    ?= kubelet-csr-controller:$(VERSION)
 # Arguments for the demo, e.g. make demo DEMO_ARGS="--nodes 10 --keep".
@@ -24,7 +26,19 @@ help: ## List the targets.
 
 .PHONY: build
 build: ## Build the controller binary into bin/.
-	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kubelet-csr-controller
+	CGO_ENABLED=0 go build $$(hack/build-flags.sh goflags) -ldflags "$$(hack/build-flags.sh ldflags)" -o $(BIN) ./cmd/kubelet-csr-controller
+
+.PHONY: image
+image: ## Build the multi-arch OCI image layout _output/image (and its SBOM) with no container engine.
+	hack/tools/image/build.sh _output/image
+
+# A release's artifacts in _output/release: the image layout (and as one
+# tar), its SBOM, the packaged chart whose version and default image tag are
+# VERSION's, and SHA256SUMS. The workflow (.github/workflows/release.yaml)
+# runs this, then pushes and signs; see RELEASING.md.
+.PHONY: release
+release: ## Build a release's artifacts into _output/release (VERSION=v0.2.0 required).
+	hack/release.sh $(VERSION)
 
 .PHONY: tools
 tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, helm, golangci-lint).
@@ -32,7 +46,8 @@ tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, 
 
 .PHONY: test
 test: build ## Run every test: unit (-race), envtest, the chart, fuzz smoke runs and the end-to-end flow.
-	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) \
+	hack/tools/image/build.sh _output/image
+	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_IMAGE=$(CURDIR)/_output/image \
 		go test -race -timeout 30m ./...
 	$(MAKE) clock-guard
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
@@ -86,8 +101,9 @@ run: build ## Run the controller against the current kubeconfig (CONFIG=..., no 
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$$(hack/build-flags.sh commit) \
+		--build-arg SOURCE_DATE_EPOCH=$$(hack/build-flags.sh epoch) -t $(IMAGE) .
 
 .PHONY: clean
 clean: ## Remove build output (the tools cache stays).
-	rm -rf bin
+	rm -rf bin _output

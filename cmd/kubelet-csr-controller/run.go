@@ -17,12 +17,10 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/nodecsr/kubelet-csr-controller/config"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // flags are the process matters; policy lives in the configuration file.
 type flags struct {
@@ -86,7 +84,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if f.version {
-		fmt.Println("kubelet-csr-controller", version)
+		fmt.Println(versionString())
 		return nil
 	}
 	logger := newLogger(f.logFormat, f.zapLevel, os.Stderr)
@@ -100,6 +98,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	for _, w := range warnings {
 		logger.Info("configuration warning: " + w)
+	}
+	if err := registerBuildInfo(metrics.Registry); err != nil {
+		return err
 	}
 	mgr, err := newManager(ctx, f, cfg)
 	if err != nil {
