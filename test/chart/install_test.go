@@ -27,16 +27,7 @@ import (
 // chart's ServiceAccount. No kubelet runs, so no pod does either.
 func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	t.Parallel()
-	// Generous: the control plane, helm and the controller start here while
-	// other packages' API servers run beside it under -race.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	c := cluster.StartForTest(ctx, t)
-	admin := kubernetes.NewForConfigOrDie(c.Admin)
-
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, c, admin := startForInstall(t)
 	caSecret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "kubelet-csr-controller-ca", Namespace: namespace},
 		Type:       corev1.SecretTypeTLS,
@@ -53,7 +44,8 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	t.Run("the notes tell how to give the CA, stop kube-controller-manager's controllers and watch", func(t *testing.T) {
 		for _, want := range []string{
 			"kubectl -n " + namespace + " create secret tls kubelet-csr-controller-ca --cert=/etc/kubernetes/pki/ca.crt --key=/etc/kubernetes/pki/ca.key",
-			"--controllers=*,-csrapproving,-csrsigning,-csrcleaner",
+			"--controllers=*,bootstrapsigner,tokencleaner,-csrapproving,-csrcleaner",
+			"--cluster-signing-cert-file= --cluster-signing-key-file=",
 			"kubectl get csr -w",
 			"kubectl describe csr",
 			"kubectl -n " + namespace + " logs deploy/" + fullname,
@@ -86,6 +78,21 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	})
 
 	proveRBAC(ctx, t, c, admin)
+}
+
+// startForInstall starts a control plane with the release's namespace. Its
+// context is generous: the control plane, helm and the controller start here
+// while other packages' API servers run beside it under -race.
+func startForInstall(t *testing.T) (context.Context, *cluster.Cluster, *kubernetes.Clientset) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	c := cluster.StartForTest(ctx, t)
+	admin := kubernetes.NewForConfigOrDie(c.Admin)
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, c, admin
 }
 
 // getAll reads every object of the manifest back from the API server.

@@ -52,11 +52,26 @@ as the top-level ca unless the user gave one.
 */}}
 {{- define "kubelet-csr-controller.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
-{{- if not $cfg.ca }}
+{{- if include "kubelet-csr-controller.mountsCA" . }}
 {{- $dir := include "kubelet-csr-controller.caDir" . }}
 {{- $_ := set $cfg "ca" (dict "certFile" (printf "%s/tls.crt" $dir) "keyFile" (printf "%s/tls.key" $dir)) }}
 {{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Whether the ca.existingSecret is mounted: some signer issues certificates
+with the top-level CA and config.ca does not name other files. An
+approve-only install (config.signers: []) mounts no CA at all.
+*/}}
+{{- define "kubelet-csr-controller.mountsCA" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- if not $cfg.ca }}
+{{- if hasKey $cfg "signers" }}
+{{- range $cfg.signers }}{{ if not .ca }}true{{ end }}{{ end }}
+{{- else }}true
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -120,8 +135,8 @@ watches Nodes on exactly these conditions).
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicaCount is %d but leaderElection.enabled is false: every replica would approve and sign the same CSRs at once. Set leaderElection.enabled=true, or replicaCount=1." (int .Values.replicaCount)) }}
 {{- end }}
-{{- if not .Values.ca.existingSecret }}
-{{- fail "ca.existingSecret is empty: name the Secret (keys tls.crt and tls.key) that holds the CA the controller signs with." }}
+{{- if and (include "kubelet-csr-controller.mountsCA" .) (not .Values.ca.existingSecret) }}
+{{- fail "ca.existingSecret is empty: name the Secret (keys tls.crt and tls.key) that holds the CA the controller signs with, or install approve-only with config.signers: [] (managed clusters, where kube-controller-manager or the provider signs)." }}
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs service.enabled: the ServiceMonitor scrapes the metrics Service." }}
