@@ -26,6 +26,8 @@ type ManagerOptions struct {
 	Metrics metricsserver.Options
 	// HealthProbeBindAddress serves /healthz and /readyz ("0" disables).
 	HealthProbeBindAddress string
+	// PprofBindAddress serves /debug/pprof ("" or "0" disables).
+	PprofBindAddress string
 	// LeaderElection, with the Lease's name, namespace and timings.
 	LeaderElection                            bool
 	LeaseName, LeaseNamespace                 string
@@ -48,6 +50,7 @@ func NewManager(ctx context.Context, rc *rest.Config, o ManagerOptions) (manager
 		Scheme:                        scheme,
 		Metrics:                       o.Metrics,
 		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		PprofBindAddress:              o.PprofBindAddress,
 		LeaderElection:                o.LeaderElection,
 		LeaderElectionID:              o.LeaseName,
 		LeaderElectionNamespace:       o.LeaseNamespace,

@@ -112,7 +112,7 @@ func TestManagerLeadsServesProbesAndMetrics(t *testing.T) {
 	cfg := strings.ReplaceAll(string(sample), "/etc/kubelet-csr-controller/ca/tls.crt", c.CACertFile)
 	cfg = strings.ReplaceAll(cfg, "/etc/kubelet-csr-controller/ca/tls.key", c.CAKeyFile)
 	writeFile(t, cfgPath, cfg)
-	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
+	metricsAddr, probeAddr, pprofAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -121,6 +121,7 @@ func TestManagerLeadsServesProbesAndMetrics(t *testing.T) {
 			"--kubeconfig", c.AdminKubeconfig, "--config", cfgPath,
 			"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr,
 			"--leader-elect", "--leader-election-namespace", "kube-system", "--log-level", "error",
+			"--profiling", "--pprof-bind-address", pprofAddr,
 		})
 	}()
 
@@ -146,6 +147,17 @@ func TestManagerLeadsServesProbesAndMetrics(t *testing.T) {
 	})
 	if !strings.Contains(body, `leader_election_master_status{name="kubelet-csr-controller"} 1`) {
 		t.Errorf("/metrics should report this replica as leader")
+	}
+	if !strings.Contains(body, `kubelet_csr_controller_build_info{goversion="`) {
+		t.Errorf("/metrics has no build_info")
+	}
+	// Profiles only on their own (loopback by default) address, never beside
+	// the metrics that a Service exposes.
+	if code := get(t, "http://"+pprofAddr+"/debug/pprof/"); code != 200 {
+		t.Errorf("--profiling: %s/debug/pprof/ = %d, want 200", pprofAddr, code)
+	}
+	if code := get(t, "http://"+metricsAddr+"/debug/pprof/"); code == 200 {
+		t.Errorf("the metrics address serves /debug/pprof/")
 	}
 
 	// SIGTERM (here: the context) stops it cleanly and releases the Lease.

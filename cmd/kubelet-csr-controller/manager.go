@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"k8s.io/client-go/discovery"
@@ -80,17 +78,14 @@ func newManager(ctx context.Context, f *flags, cfg *config.ControllerConfig) (ct
 	}
 	le := cfg.Manager.LeaderElection
 	metrics := metricsserver.Options{BindAddress: f.metricsAddr}
+	pprofAddr := ""
 	if f.profiling {
-		metrics.ExtraHandlers = map[string]http.Handler{
-			"/debug/pprof/":        http.HandlerFunc(pprof.Index),
-			"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
-			"/debug/pprof/heap":    pprof.Handler("heap"),
-			"/debug/pprof/allocs":  pprof.Handler("allocs"),
-		}
+		pprofAddr = f.pprofAddr
 	}
 	mgr, err := controllers.NewManager(ctx, rc, controllers.ManagerOptions{
 		Metrics:                metrics,
 		HealthProbeBindAddress: f.probeAddr,
+		PprofBindAddress:       pprofAddr,
 		LeaderElection:         f.leaderElect,
 		LeaseName:              le.LeaseName,
 		LeaseNamespace:         f.leaderElectionNamespace,

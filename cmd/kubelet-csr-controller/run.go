@@ -34,6 +34,7 @@ type flags struct {
 	logLevel                string
 	zapLevel                zapcore.Level // logLevel, parsed
 	profiling               bool
+	pprofAddr               string
 	version                 bool
 }
 
@@ -49,7 +50,8 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease. Default: the pod's namespace (required outside a cluster).")
 	fs.StringVar(&f.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: error, info, debug, or a verbosity number (1 = debug).")
-	fs.BoolVar(&f.profiling, "profiling", false, "Serve /debug/pprof on the metrics address.")
+	fs.BoolVar(&f.profiling, "profiling", false, "Serve /debug/pprof on --pprof-bind-address.")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "127.0.0.1:8082", "Address of /debug/pprof with --profiling. Loopback by default: profiles show memory, and a Service or hostNetwork would expose them; reach it with kubectl port-forward.")
 	fs.BoolVar(&f.version, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

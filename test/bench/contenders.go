@@ -16,9 +16,9 @@ import (
 type process struct {
 	pid  int
 	stop func()
-	// metrics is the address of the contender's metrics endpoint (and
-	// /debug/pprof with --profiling), when it has one.
-	metrics string
+	// metrics is the address of the contender's metrics endpoint, and
+	// pprof of its /debug/pprof with --profiling, when it has them.
+	metrics, pprof string
 }
 
 // contender is one way of approving and signing kubelet CSRs.
@@ -72,7 +72,7 @@ func startController(ctx context.Context, c *cluster.Cluster, o *options, cfg *c
 		_ = ctrl.Kill()
 		return nil, err
 	}
-	return &process{pid: ctrl.Cmd.Process.Pid, stop: func() { _ = ctrl.Stop() }, metrics: ctrl.MetricsAddr}, nil
+	return &process{pid: ctrl.Cmd.Process.Pid, stop: func() { _ = ctrl.Stop() }, metrics: ctrl.MetricsAddr, pprof: ctrl.PprofAddr}, nil
 }
 
 // startKCM runs kube-controller-manager v1.37.2 with only the CSR approving

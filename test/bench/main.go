@@ -265,7 +265,7 @@ func runsNote(r result) string {
 // --profile-dir is set and the contender serves /debug/pprof. The returned
 // function waits for it and writes the file.
 func profile(ctx context.Context, o *options, p *process, w *workload) func() {
-	if o.profileDir == "" || p.metrics == "" {
+	if o.profileDir == "" || p.pprof == "" {
 		return func() {}
 	}
 	seconds := 5
@@ -275,7 +275,7 @@ func profile(ctx context.Context, o *options, p *process, w *workload) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.metrics, seconds)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, seconds)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return
@@ -294,10 +294,10 @@ func profile(ctx context.Context, o *options, p *process, w *workload) func() {
 
 // heapProfile saves the contender's heap profile when --profile-dir is set.
 func heapProfile(ctx context.Context, o *options, p *process, name string) {
-	if o.profileDir == "" || p.metrics == "" {
+	if o.profileDir == "" || p.pprof == "" {
 		return
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metrics+"/debug/pprof/heap", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.pprof+"/debug/pprof/heap", nil)
 	if err != nil {
 		return
 	}

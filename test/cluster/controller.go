@@ -114,8 +114,10 @@ type Controller struct {
 	Cmd         *exec.Cmd
 	MetricsAddr string
 	ProbeAddr   string
-	LogFile     string
-	done        chan error
+	// PprofAddr serves /debug/pprof when ExtraArgs hold --profiling.
+	PprofAddr string
+	LogFile   string
+	done      chan error
 }
 
 // StartController runs the real binary as a separate process, as a user
@@ -136,10 +138,14 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 	if err != nil {
 		return nil, err
 	}
-	p := &Controller{MetricsAddr: metrics, ProbeAddr: probe, done: make(chan error, 1)}
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p := &Controller{MetricsAddr: metrics, ProbeAddr: probe, PprofAddr: pprofAddr, done: make(chan error, 1)}
 	args := append([]string{
 		"--kubeconfig", o.Kubeconfig, "--config", o.ConfigFile,
-		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe,
+		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe, "--pprof-bind-address", pprofAddr,
 		"--leader-election-namespace", "kube-system", "--log-format", "json",
 	}, o.ExtraArgs...)
 	p.Cmd = exec.Command(o.Binary, args...) //nolint:gosec // the test's own binary
