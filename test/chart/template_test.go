@@ -173,7 +173,7 @@ func checkPod(t *testing.T, d *appsv1.Deployment, leaderElect bool) {
 	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(d.Spec.Template.Annotations["checksum/config"]) {
 		t.Errorf("checksum/config annotation = %q, want a sha256", d.Spec.Template.Annotations["checksum/config"])
 	}
-	if pod.ServiceAccountName != fullname || pod.PriorityClassName != "system-cluster-critical" {
+	if pod.ServiceAccountName != fullname || pod.PriorityClassName != "" {
 		t.Errorf("serviceAccountName %q priorityClassName %q", pod.ServiceAccountName, pod.PriorityClassName)
 	}
 	wantPodSC := &corev1.PodSecurityContext{
@@ -332,6 +332,7 @@ imagePullSecrets: [{name: registry}]
 podAnnotations: {team: nodes}
 podLabels: {tier: control-plane}
 nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+priorityClassName: system-cluster-critical
 extraArgs: [--profiling]
 extraEnv: [{name: KUBERNETES_SERVICE_HOST, value: 10.0.0.1}]
 extraVolumes: [{name: serving-ca, secret: {secretName: serving-ca}}]
@@ -348,6 +349,7 @@ extraVolumeMounts: [{name: serving-ca, mountPath: /etc/kubelet-csr-controller/se
 		{"the pod annotation next to the checksum", d.Spec.Template.Annotations["team"] == "nodes" && d.Spec.Template.Annotations["checksum/config"] != ""},
 		{"the pod label", d.Spec.Template.Labels["tier"] == "control-plane"},
 		{"the node selector", pod.NodeSelector["node-role.kubernetes.io/control-plane"] == "" && len(pod.NodeSelector) == 1},
+		{"the priority class", pod.PriorityClassName == "system-cluster-critical"},
 		{"the extra flag after the chart's", c.Args[len(c.Args)-1] == "--profiling"},
 		{"the extra environment variable", slices.Contains(c.Env, corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: "10.0.0.1"})},
 		{"the extra volume next to the chart's", len(pod.Volumes) == 3 && pod.Volumes[2].Secret != nil && pod.Volumes[2].Secret.SecretName == "serving-ca"},
