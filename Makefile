@@ -45,8 +45,7 @@ tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, 
 	hack/build-tools.sh kube-apiserver etcd kube-controller-manager helm golangci-lint >/dev/null
 
 .PHONY: test
-test: build ## Run every test: unit (-race), envtest, the chart, fuzz smoke runs and the end-to-end flow.
-	hack/tools/image/build.sh _output/image
+test: build image ## Run every test: unit (-race), envtest, the chart, the image, fuzz smoke runs and the end-to-end flow.
 	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_IMAGE=$(CURDIR)/_output/image \
 		go test -race -timeout 30m ./...
 	$(MAKE) clock-guard

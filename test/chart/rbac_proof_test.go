@@ -35,23 +35,7 @@ import (
 // identity is refused what it must never do.
 func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) {
 	t.Helper()
-	sa := serviceAccountConfig(ctx, t, c, admin)
-	waitForChartRBAC(ctx, t, admin)
-	kubeconfig := filepath.Join(c.Dir, "serviceaccount.kubeconfig")
-	if err := cluster.WriteKubeconfig(sa, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	bin := cluster.ControllerBinaryForTest(ctx, t)
-	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{
-		Binary: bin, ConfigFile: installedConfig(ctx, t, c, admin), Kubeconfig: kubeconfig, Name: "chart-serviceaccount",
-		// The chart's Role covers Leases in the release namespace only.
-		ExtraArgs: []string{"--leader-election-namespace", namespace},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ctrl.Stop() })
-	dumpOnFailure(t, ctrl.LogFile)
+	ctrl, sa := startAsServiceAccount(ctx, t, c, admin, installedConfig(ctx, t, c, admin), "chart-serviceaccount")
 
 	t.Run("the controller becomes ready and leads through the Role's Lease", func(t *testing.T) {
 		if err := ctrl.WaitReady(ctx, time.Minute); err != nil {
@@ -109,15 +93,50 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 		forbidden(ctx, t, c, admin, kubernetes.NewForConfigOrDie(sa))
 	})
 
-	t.Run("the controller was never refused a request", func(t *testing.T) {
-		b, err := os.ReadFile(ctrl.LogFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(strings.ToLower(string(b)), "forbidden") {
-			t.Errorf("the controller's log reports a forbidden request: the chart's RBAC lacks a permission")
-		}
+	t.Run("the controller was never refused a request", func(t *testing.T) { neverRefused(t, ctrl) })
+}
+
+// The chart's ServiceAccount, as the API server names it and its groups.
+var (
+	saUser   = "system:serviceaccount:" + namespace + ":" + fullname
+	saGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace}
+)
+
+// startAsServiceAccount runs the controller binary with configFile and the
+// chart's ServiceAccount's token, once its bindings grant what they bind,
+// and returns it with that identity's client configuration.
+func startAsServiceAccount(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset, configFile, name string) (*cluster.Controller, *rest.Config) {
+	t.Helper()
+	sa := serviceAccountConfig(ctx, t, c, admin)
+	waitForChartRBAC(ctx, t, admin)
+	kubeconfig := filepath.Join(c.Dir, name+".kubeconfig")
+	if err := cluster.WriteKubeconfig(sa, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{
+		Binary: cluster.ControllerBinaryForTest(ctx, t), ConfigFile: configFile, Kubeconfig: kubeconfig, Name: name,
+		// The chart's Role covers Leases in the release namespace only.
+		ExtraArgs: []string{"--leader-election-namespace", namespace},
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctrl.Stop() })
+	dumpOnFailure(t, ctrl.LogFile)
+	return ctrl, sa
+}
+
+// neverRefused fails the test if the controller's log reports a refused
+// request: the chart's RBAC lacks a permission it uses.
+func neverRefused(t *testing.T, ctrl *cluster.Controller) {
+	t.Helper()
+	b, err := os.ReadFile(ctrl.LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.ToLower(string(b)), "forbidden") {
+		t.Errorf("the controller's log reports a forbidden request: the chart's RBAC lacks a permission")
+	}
 }
 
 // waitForChartRBAC waits until each of the chart's three bindings grants
@@ -126,14 +145,12 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 // controller fails the proof below.
 func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interface) {
 	t.Helper()
-	user := "system:serviceaccount:" + namespace + ":" + fullname
-	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace}
 	for _, attrs := range []authorizationv1.ResourceAttributes{
 		{Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Verb: "list"},     // the ClusterRole
 		{Group: "coordination.k8s.io", Resource: "leases", Verb: "create", Namespace: namespace}, // leader election
 		{Group: "events.k8s.io", Resource: "events", Verb: "create", Namespace: metav1.NamespaceDefault},
 	} {
-		if err := cluster.WaitAllowed(ctx, admin, user, groups, attrs); err != nil {
+		if err := cluster.WaitAllowed(ctx, admin, saUser, saGroups, attrs); err != nil {
 			t.Fatal(err)
 		}
 	}

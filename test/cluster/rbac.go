@@ -18,15 +18,21 @@ import (
 // helper here that creates one waits until a SubjectAccessReview says it
 // does, so that what a test does next is judged by the rules it set up.
 
-// WaitAllowed polls SubjectAccessReviews until user in groups may do attrs.
-func WaitAllowed(ctx context.Context, cs kubernetes.Interface, user string, groups []string, attrs authorizationv1.ResourceAttributes) error {
+// Review asks the API server once whether user in groups (and
+// system:authenticated, as for any authenticated request) may do attrs.
+func Review(ctx context.Context, cs kubernetes.Interface, user string, groups []string, attrs authorizationv1.ResourceAttributes) (*authorizationv1.SubjectAccessReview, error) {
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: user, Groups: append(append([]string{}, groups...), "system:authenticated"), ResourceAttributes: &attrs,
 	}}
+	return cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+}
+
+// WaitAllowed polls SubjectAccessReviews until user in groups may do attrs.
+func WaitAllowed(ctx context.Context, cs kubernetes.Interface, user string, groups []string, attrs authorizationv1.ResourceAttributes) error {
 	var got *authorizationv1.SubjectAccessReview
 	var last error // the API server's last error; retried until the timeout
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, last = cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		got, last = Review(ctx, cs, user, groups, attrs)
 		return last == nil && got.Status.Allowed, nil
 	})
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"time"
 )
@@ -69,7 +68,6 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	sort.Slice(res.platforms, func(i, j int) bool { return res.platforms[i].platform.String() < res.platforms[j].platform.String() })
 	for _, p := range res.platforms {
 		fmt.Fprintf(os.Stderr, "%s: manifest %s, layer %s compressed, binary %s\n",
 			p.platform, p.manifest, mib(p.layerSize), mib(p.binarySize))
