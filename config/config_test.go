@@ -107,6 +107,11 @@ func TestValidation(t *testing.T) {
 		{"a signer without CA files is refused", header + "ca: {certFile: \"\", keyFile: \"\"}\nsigners: [{name: kubernetes.io/kubelet-serving}]\n", []string{"ca.certFile: Required value", "ca.keyFile: Required value"}},
 		{"a signer's own CA is checked under its path", header + "signers: [{name: kubernetes.io/kubelet-serving, ca: {certFile: a.crt}}]\n", []string{"signers[0].ca.keyFile: Required value"}},
 		{"minDuration above duration is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, duration: 1h, minDuration: 2h}]\n", []string{"signers[0].minDuration"}},
+		{"a trust bundle name that is not a DNS subdomain is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {name: Bad_Name}}]\n", []string{"signers[0].trustBundle.name: Invalid value"}},
+		{"a trust ConfigMap needs a namespace", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {configMap: {name: ca}}}]\n", []string{"signers[0].trustBundle.configMap.namespace: Required value"}},
+		{"a trust ConfigMap's namespace must be a label", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {configMap: {namespace: kube.system}}}]\n", []string{"signers[0].trustBundle.configMap.namespace: Invalid value"}},
+		{"two signers cannot share a trust ConfigMap", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {configMap: {namespace: a, name: ca}}}, {name: kubernetes.io/kube-apiserver-client-kubelet, trustBundle: {enabled: true, configMap: {namespace: a, name: ca}}}]\n", []string{"signers[1].trustBundle.configMap: Duplicate value"}},
+		{"a disabled trust bundle is not checked", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {enabled: false, name: Bad_Name}}]\n", nil},
 		{"a negative backdate is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, backdate: -1m}]\n", []string{"signers[0].backdate"}},
 		{"a cleaner interval under a second is refused", header + "cleaner: {interval: 100ms}\n", []string{"cleaner.interval: Invalid value: \"100ms\": must be at least 1s"}},
 		{"a pending age under the approver's grace period is refused", header + "approver: {gracePeriod: 1h}\ncleaner: {deletePendingAfter: 30m}\n", []string{"must be at least approver.gracePeriod (1h0m0s)"}},
@@ -119,6 +124,12 @@ func TestValidation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, _, err := config.Parse([]byte(tc.yaml), "t")
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("want no problem, got %v", err)
+				}
+				return
+			}
 			var cerr *config.Error
 			if !errors.As(err, &cerr) {
 				t.Fatalf("want a *config.Error, got %v", err)
@@ -187,8 +198,11 @@ signers:
     duration: 24h
     backdate: 0s
     includeChain: true
+    trustBundle: {name: v2, configMap: {namespace: kube-system}}
   - name: kubernetes.io/kube-apiserver-client
-    ca: {certFile: /ca/client.crt, keyFile: /ca/client.key}
+    ca: {certFile: /ca/client.crt, keyFile: /ca/client.key, trustFile: /ca/next.crt}
+  - name: kubernetes.io/kube-apiserver-client-kubelet
+    trustBundle: {enabled: true}
 `), "t")
 	if err != nil {
 		t.Fatal(err)
@@ -222,8 +236,12 @@ signers:
 		t.Errorf("shared CIDRs: %v", p.Serving.SharedPrefixes)
 	}
 	want := []signer.Config{
-		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true},
-		{Name: "kubernetes.io/kube-apiserver-client", CertFile: "/ca/client.crt", KeyFile: "/ca/client.key", Duration: signer.DefaultDuration, MinDuration: signer.DefaultMinDuration, Backdate: signer.DefaultBackdate},
+		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true,
+			Bundle: &signer.Bundle{Name: "kubernetes.io:kubelet-serving:v2", ConfigMapNamespace: "kube-system", ConfigMapName: "kubelet-serving-ca"}},
+		// The client signers publish no bundle unless asked.
+		{Name: "kubernetes.io/kube-apiserver-client", CertFile: "/ca/client.crt", KeyFile: "/ca/client.key", TrustFile: "/ca/next.crt", Duration: signer.DefaultDuration, MinDuration: signer.DefaultMinDuration, Backdate: signer.DefaultBackdate},
+		{Name: "kubernetes.io/kube-apiserver-client-kubelet", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: signer.DefaultDuration, MinDuration: signer.DefaultMinDuration, Backdate: signer.DefaultBackdate,
+			Bundle: &signer.Bundle{Name: "kubernetes.io:kube-apiserver-client-kubelet:kubelet-csr-controller"}},
 	}
 	if diff := cmp.Diff(want, c.SignerConfigs()); diff != "" {
 		t.Errorf("SignerConfigs() mismatch (-want +got):\n%s", diff)

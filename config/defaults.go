@@ -5,6 +5,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
 	"github.com/nodecsr/kubelet-csr-controller/signer"
@@ -15,6 +16,9 @@ const (
 	DefaultCACertFile = "/etc/kubelet-csr-controller/ca/tls.crt"
 	DefaultCAKeyFile  = "/etc/kubelet-csr-controller/ca/tls.key"
 )
+
+// DefaultTrustBundleName follows the signer prefix in a trust bundle's name.
+const DefaultTrustBundleName = "kubelet-csr-controller"
 
 // DefaultSigners are the signers of a configuration that lists none.
 var DefaultSigners = []string{
@@ -109,6 +113,18 @@ func setDefaults(c *ControllerConfig) {
 		}
 		if s.Backdate == nil {
 			s.Backdate = &metav1.Duration{Duration: signer.DefaultBackdate}
+		}
+		tb := &s.TrustBundle
+		if tb.Enabled == nil {
+			// Verifiers of kubelets (the API server, metrics-server) need
+			// the serving CA; the client CA is already the API server's own.
+			tb.Enabled = ptr.To(s.Name == certificatesv1.KubeletServingSignerName)
+		}
+		if tb.Name == "" {
+			tb.Name = DefaultTrustBundleName
+		}
+		if tb.ConfigMap != nil && tb.ConfigMap.Name == "" {
+			tb.ConfigMap.Name = signer.DefaultConfigMapName(s.Name)
 		}
 	}
 }

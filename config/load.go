@@ -136,10 +136,19 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 	out := make([]signer.Config, 0, len(c.Signers))
 	for _, s := range c.Signers {
 		ca := c.caOf(&s)
+		var bundle *signer.Bundle
+		if tb := s.TrustBundle; tb.Enabled != nil && *tb.Enabled {
+			bundle = &signer.Bundle{Name: signer.BundleName(s.Name, tb.Name)}
+			if tb.ConfigMap != nil {
+				bundle.ConfigMapNamespace, bundle.ConfigMapName = tb.ConfigMap.Namespace, tb.ConfigMap.Name
+			}
+		}
 		out = append(out, signer.Config{
 			Name:         s.Name,
 			CertFile:     ca.CertFile,
 			KeyFile:      ca.KeyFile,
+			TrustFile:    ca.TrustFile,
+			Bundle:       bundle,
 			Duration:     s.Duration.Duration,
 			MinDuration:  s.MinDuration.Duration,
 			Backdate:     s.Backdate.Duration,

@@ -155,6 +155,10 @@ type DNSResolution struct {
 type CAFiles struct {
 	CertFile string `json:"certFile"`
 	KeyFile  string `json:"keyFile"`
+	// TrustFile optionally holds CA certificates that are published in the
+	// trust bundle beside the signing CA but never sign: the next CA of a
+	// rotation, announced before signing switches to it.
+	TrustFile string `json:"trustFile,omitempty"`
 }
 
 // Signer configures one signer name.
@@ -176,6 +180,31 @@ type Signer struct {
 	// IncludeChain appends the CA file's issuers after the leaf in
 	// status.certificate.
 	IncludeChain bool `json:"includeChain,omitempty"`
+	// TrustBundle publishes the signer's CA certificates for verifiers.
+	TrustBundle TrustBundle `json:"trustBundle"`
+}
+
+// TrustBundle publishes a signer's trust anchors as a ClusterTrustBundle
+// (certificates.k8s.io/v1, Kubernetes 1.37) and optionally a ConfigMap.
+type TrustBundle struct {
+	// Enabled publishes the bundle. Default: true for
+	// kubernetes.io/kubelet-serving, false for the client signers.
+	Enabled *bool `json:"enabled,omitempty"`
+	// Name follows the signer prefix in the bundle's name: the bundle of
+	// kubernetes.io/kubelet-serving is kubernetes.io:kubelet-serving:<name>.
+	// Default: kubelet-csr-controller.
+	Name string `json:"name,omitempty"`
+	// ConfigMap, when set, also writes the anchors to the key ca.crt of a
+	// ConfigMap, for clients that cannot read ClusterTrustBundles.
+	ConfigMap *TrustConfigMap `json:"configMap,omitempty"`
+}
+
+// TrustConfigMap names a ConfigMap.
+type TrustConfigMap struct {
+	Namespace string `json:"namespace"`
+	// Name defaults to the signer's name after the slash with -ca
+	// (kubelet-serving-ca).
+	Name string `json:"name,omitempty"`
 }
 
 // Cleaner configures the deletion of old CSRs. Ages are measured from the

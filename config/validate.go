@@ -190,6 +190,7 @@ func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []str
 	var errs field.ErrorList
 	var warns []string
 	seen := map[string]bool{}
+	configMaps := map[TrustConfigMap]string{}
 	for i := range c.Signers {
 		s := &c.Signers[i]
 		sp := p.Index(i)
@@ -224,11 +225,46 @@ func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []str
 		if back < 0 || back > maxBackdate {
 			errs = append(errs, field.Invalid(sp.Child("backdate"), back.String(), "must be between 0s and "+maxBackdate.String()))
 		}
+		errs = append(errs, validateTrustBundle(s, sp.Child("trustBundle"))...)
+		if cm := s.TrustBundle.ConfigMap; cm != nil && s.TrustBundle.Enabled != nil && *s.TrustBundle.Enabled {
+			if other, dup := configMaps[*cm]; dup {
+				errs = append(errs, field.Duplicate(sp.Child("trustBundle", "configMap"), cm.Namespace+"/"+cm.Name+" (also "+other+"'s)"))
+			}
+			configMaps[*cm] = s.Name
+		}
 	}
 	if len(c.Signers) == 0 {
 		warns = append(warns, "signers is empty: no certificate will be issued, only approvals")
 	}
 	return errs, warns
+}
+
+// validateTrustBundle checks the names the API server will be given, so
+// that a bad one fails at start, not at each publication.
+func validateTrustBundle(s *Signer, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	tb := s.TrustBundle
+	if tb.Enabled == nil || !*tb.Enabled {
+		return nil
+	}
+	// The bundle is named signer prefix + name, and the API server wants the
+	// name after the prefix to be a DNS subdomain.
+	for _, msg := range validation.IsDNS1123Subdomain(tb.Name) {
+		errs = append(errs, field.Invalid(p.Child("name"), tb.Name, msg))
+	}
+	if cm := tb.ConfigMap; cm != nil {
+		if cm.Namespace == "" {
+			errs = append(errs, field.Required(p.Child("configMap", "namespace"), "the namespace of the trust ConfigMap"))
+		} else {
+			for _, msg := range validation.IsDNS1123Label(cm.Namespace) {
+				errs = append(errs, field.Invalid(p.Child("configMap", "namespace"), cm.Namespace, msg))
+			}
+		}
+		for _, msg := range validation.IsDNS1123Subdomain(cm.Name) {
+			errs = append(errs, field.Invalid(p.Child("configMap", "name"), cm.Name, msg))
+		}
+	}
+	return errs
 }
 
 func validateCleaner(c *Cleaner, grace time.Duration, p *field.Path) field.ErrorList {

@@ -32,6 +32,8 @@ type Metrics struct {
 	EventsDropped    prometheus.Counter
 	EventsFailed     prometheus.Counter
 	Reviews          *prometheus.CounterVec
+	TrustAnchors     *prometheus.GaugeVec
+	TrustFailures    *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -83,6 +85,14 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "authorization_reviews_total",
 			Help: "Requester authorizations, by answer: allowed, remembered (allowed moments ago, no review made), refused, refused_then_allowed (a refusal the API server withdrew when asked again), api_server_not_ready (a refusal from a server that is not ready, retried).",
 		}, []string{"answer"}),
+		TrustAnchors: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "trust_bundle_anchors",
+			Help: "CA certificates in a signer's published trust bundle, by signer and object (clustertrustbundle, configmap); set by the leader once published.",
+		}, []string{"signer", "object"}),
+		TrustFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "trust_bundle_publish_failures_total",
+			Help: "Trust bundle publications that failed (retried), by signer and object (clustertrustbundle, configmap).",
+		}, []string{"signer", "object"}),
 	}
 }
 
@@ -93,7 +103,7 @@ func NewMetrics() *Metrics {
 // process in the binary; tests start several).
 func (m *Metrics) register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	all := []prometheus.Collector{m.Decisions, m.DecisionLatency, m.Issued, m.SigningFailures, m.IssuanceLatency,
-		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews}
+		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.TrustAnchors, m.TrustFailures}
 	for _, c := range append(all, collectors...) {
 		if err := replace(reg, c); err != nil {
 			return err

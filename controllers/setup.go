@@ -25,6 +25,9 @@ type Options struct {
 	// CAPollInterval is how often CA files are re-read besides file system
 	// events (default one minute).
 	CAPollInterval time.Duration
+	// TrustResync is how often the trust bundles are checked and repaired
+	// besides CA changes (default five minutes).
+	TrustResync time.Duration
 	// Now is the clock of every reconciler (default time.Now).
 	Now func() time.Time
 	// Recorder names the Events' reporting controller.
@@ -41,6 +44,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CAPollInterval == 0 {
 		o.CAPollInterval = time.Minute
+	}
+	if o.TrustResync == 0 {
+		o.TrustResync = 5 * time.Minute
 	}
 	if o.RecorderName == "" {
 		o.RecorderName = "kubelet-csr-controller"
@@ -81,12 +87,21 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 
 	reloaded := make(chan event.GenericEvent, 64)
-	signers.loadCAs(m, reloaded, ctrl.Log.WithName("ca"))
+	changed := make(chan struct{}, 1)
+	signers.loadCAs(m, reloaded, changed, ctrl.Log.WithName("ca"))
 	if err := mgr.Add(&caRunner{files: signers.loaders, poll: o.CAPollInterval, logger: ctrl.Log.WithName("ca")}); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("ca", signers.ready(o.Now)); err != nil {
 		return err
+	}
+
+	if targets := signers.trustTargets(); len(targets) > 0 {
+		tp := &trustPublisher{client: mgr.GetClient(), live: mgr.GetAPIReader(), targets: targets, changed: changed,
+			resync: o.TrustResync, now: o.Now, metrics: m, log: ctrl.Log.WithName("trust")}
+		if err := mgr.Add(tp); err != nil {
+			return fmt.Errorf("set up the trust bundle publisher: %w", err)
+		}
 	}
 
 	verified := newRecentSet(4096)

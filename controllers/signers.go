@@ -55,16 +55,17 @@ func (t *signerTable) signs(csr *certificatesv1.CertificateSigningRequest) (sign
 	return c, ok
 }
 
-// loadCAs creates one FileCA per certificate and key file pair and loads
-// each once. A load reports to m and logger; a new CA is announced on
-// reloaded, so that the signer retries the CSRs waiting for it.
-func (t *signerTable) loadCAs(m *Metrics, reloaded chan<- event.GenericEvent, logger logr.Logger) {
-	type files struct{ cert, key string }
+// loadCAs creates one FileCA per set of CA files and loads each once. A
+// load reports to m and logger; a new CA is announced on reloaded, so that
+// the signer retries the CSRs waiting for it, and on changed, so that the
+// trust bundles follow it.
+func (t *signerTable) loadCAs(m *Metrics, reloaded chan<- event.GenericEvent, changed chan<- struct{}, logger logr.Logger) {
+	type files struct{ cert, key, trust string }
 	users := map[files][]string{}
 	var order []files
 	for _, name := range t.names {
 		c := t.configs[name]
-		f := files{c.CertFile, c.KeyFile}
+		f := files{c.CertFile, c.KeyFile, c.TrustFile}
 		if _, seen := users[f]; !seen {
 			order = append(order, f)
 		}
@@ -80,7 +81,11 @@ func (t *signerTable) loadCAs(m *Metrics, reloaded chan<- event.GenericEvent, lo
 				logger.Error(err, "CA files could not be loaded; the previous CA stays in use", "certFile", f.cert, "keyFile", f.key, "signers", names, "inUse", ca != nil)
 				return
 			}
-			logger.Info("CA loaded", "certFile", f.cert, "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "signers", names)
+			logger.Info("CA loaded", "certFile", f.cert, "subject", ca.Cert.Subject.String(), "notAfter", ca.Cert.NotAfter, "trustFile", f.trust, "next", len(ca.Next), "signers", names)
+			select {
+			case changed <- struct{}{}:
+			default: // a publication is already due
+			}
 			// One event per CA: the signer re-lists the waiting CSRs of all
 			// its signers for any of them.
 			select {
@@ -88,6 +93,7 @@ func (t *signerTable) loadCAs(m *Metrics, reloaded chan<- event.GenericEvent, lo
 			default: // a reload is already queued, and covers this one
 			}
 		})
+		ca.TrustFile = f.trust
 		_ = ca.Reload() // reported through the callback
 		t.loaders = append(t.loaders, ca)
 		for _, n := range names {

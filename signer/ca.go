@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -23,6 +24,9 @@ type CA struct {
 	// one before it.
 	Issuers []*x509.Certificate
 	Key     crypto.Signer
+	// Next are CA certificates published beside this one that never sign:
+	// the next CA of a rotation, read from the optional trust file.
+	Next []*x509.Certificate
 	// chainPEM is what IncludeChain appends to a leaf: Cert and Issuers, less
 	// a self-signed root (a trust anchor is not sent by the holder).
 	chainPEM []byte
@@ -143,6 +147,50 @@ func parseKey(keyPEM []byte) (crypto.Signer, error) {
 		return k, nil
 	}
 	return nil, fmt.Errorf("CA key of type %T is not supported; use RSA, ECDSA or Ed25519", key)
+}
+
+// ParseTrust parses a trust file: CA certificates to publish beside the
+// signing CA (the next CA of a rotation). Each must be a CA, as a
+// ClusterTrustBundle requires; an empty file holds none.
+func ParseTrust(trustPEM []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := trustPEM; len(bytes.TrimSpace(rest)) > 0; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, fmt.Errorf("trust file: data after certificate %d is not PEM", len(certs))
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("trust file holds a %q PEM block; want only CERTIFICATE blocks", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("trust file: parse certificate %d: %w", len(certs)+1, err)
+		}
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return nil, fmt.Errorf("trust file: certificate %d (%q) is not a CA (basic constraints CA:TRUE missing)", len(certs)+1, c.Subject)
+		}
+		certs = append(certs, c)
+	}
+	return certs, nil
+}
+
+// Anchors are the certificates a verifier of this CA's certificates should
+// trust: the top of the signing chain (its root, or the topmost certificate
+// of the file when the root is kept elsewhere), then the Next ones, each
+// once.
+func (ca *CA) Anchors() []*x509.Certificate {
+	top := ca.Cert
+	if n := len(ca.Issuers); n > 0 {
+		top = ca.Issuers[n-1]
+	}
+	out := []*x509.Certificate{top}
+	for _, c := range ca.Next {
+		if !slices.ContainsFunc(out, c.Equal) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // ErrCAExpired and ErrCANotYetValid mean the CA cannot sign now; they are

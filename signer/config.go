@@ -20,6 +20,9 @@ type Config struct {
 	// CertFile holds the CA certificate, optionally followed by its issuers;
 	// KeyFile its private key.
 	CertFile, KeyFile string
+	// TrustFile optionally holds CA certificates published beside the
+	// signing CA that never sign (the next CA of a rotation).
+	TrustFile string
 	// Duration is the longest lifetime issued, MinDuration the shortest that
 	// spec.expirationSeconds can ask for.
 	Duration, MinDuration time.Duration
@@ -27,6 +30,8 @@ type Config struct {
 	Backdate time.Duration
 	// IncludeChain appends the CA file's issuers to status.certificate.
 	IncludeChain bool
+	// Bundle, when set, is where the signer's trust anchors are published.
+	Bundle *Bundle
 }
 
 // Defaults of Config, as Kubernetes signs.

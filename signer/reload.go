@@ -2,8 +2,10 @@ package signer
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,9 @@ import (
 // as a fallback for file systems without events, by polling.
 type FileCA struct {
 	CertFile, KeyFile string
+	// TrustFile, when set, holds CA certificates published beside the
+	// signing CA but never used to sign (CA.Next); it is read with the others.
+	TrustFile string
 
 	current atomic.Pointer[CA]
 
@@ -46,7 +51,7 @@ func (f *FileCA) Current() *CA { return f.current.Load() }
 func (f *FileCA) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ca, err := LoadCA(f.CertFile, f.KeyFile)
+	ca, err := f.load()
 	if err != nil {
 		if msg := err.Error(); msg != f.lastErr {
 			f.lastErr = msg
@@ -62,6 +67,23 @@ func (f *FileCA) Reload() error {
 	f.current.Store(ca)
 	f.report(ca, nil)
 	return nil
+}
+
+// load reads the CA files and the trust file.
+func (f *FileCA) load() (*CA, error) {
+	ca, err := LoadCA(f.CertFile, f.KeyFile)
+	if err != nil || f.TrustFile == "" {
+		return ca, err
+	}
+	trustPEM, err := os.ReadFile(f.TrustFile)
+	if err != nil {
+		return nil, fmt.Errorf("read the trust file: %w", err)
+	}
+	if ca.Next, err = ParseTrust(trustPEM); err != nil {
+		return nil, err
+	}
+	ca.digest = sha256.Sum256(append(ca.digest[:], trustPEM...))
+	return ca, nil
 }
 
 func (f *FileCA) report(ca *CA, err error) {
@@ -117,6 +139,9 @@ func (f *FileCA) watch() (<-chan fsnotify.Event, func(), error) {
 		return nil, func() {}, fmt.Errorf("create a file system watcher: %w", err)
 	}
 	dirs := map[string]bool{filepath.Dir(f.CertFile): true, filepath.Dir(f.KeyFile): true}
+	if f.TrustFile != "" {
+		dirs[filepath.Dir(f.TrustFile)] = true
+	}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
 			_ = w.Close()

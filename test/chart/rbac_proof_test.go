@@ -89,6 +89,20 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 		}
 	})
 
+	t.Run("the kubelet-serving CA is published as a ClusterTrustBundle", func(t *testing.T) {
+		name := "kubernetes.io:kubelet-serving:kubelet-csr-controller"
+		poll(ctx, t, "ClusterTrustBundle "+name, func(ctx context.Context) (bool, error) {
+			b, err := admin.CertificatesV1().ClusterTrustBundles().Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			return b.Spec.SignerName == certificatesv1.KubeletServingSignerName && b.Spec.TrustBundle == string(c.CA.CertPEM), nil
+		})
+	})
+
 	t.Run("the ServiceAccount is refused what it must never do", func(t *testing.T) {
 		forbidden(ctx, t, c, admin, kubernetes.NewForConfigOrDie(sa))
 	})
@@ -205,6 +219,7 @@ func forbidden(ctx context.Context, t *testing.T, c *cluster.Cluster, admin, sa 
 	if err != nil {
 		t.Fatal(err)
 	}
+	forgedCA := pki.MustCA(t, pki.CAOptions{CommonName: "forged"})
 
 	tests := []struct {
 		name string
@@ -220,6 +235,26 @@ func forbidden(ctx context.Context, t *testing.T, c *cluster.Cluster, admin, sa 
 			csr := approvedCSR.DeepCopy()
 			csr.Status.Certificate = certPEM
 			_, err := sa.CertificatesV1().CertificateSigningRequests().UpdateStatus(ctx, csr, metav1.UpdateOptions{})
+			return err
+		}},
+		{"publishing a trust bundle for kubernetes.io/kube-apiserver-client", func(ctx context.Context) error {
+			_, err := sa.CertificatesV1().ClusterTrustBundles().Create(ctx, &certificatesv1.ClusterTrustBundle{
+				ObjectMeta: metav1.ObjectMeta{Name: "kubernetes.io:kube-apiserver-client:forged"},
+				Spec:       certificatesv1.ClusterTrustBundleSpec{SignerName: certificatesv1.KubeAPIServerClientSignerName, TrustBundle: string(c.CA.CertPEM)},
+			}, metav1.CreateOptions{})
+			return err
+		}},
+		// (Reading one is not refused: trust bundles are public.)
+		{"replacing the anchors of a kubelet-serving bundle that is not its own", func(ctx context.Context) error {
+			other, err := admin.CertificatesV1().ClusterTrustBundles().Create(ctx, &certificatesv1.ClusterTrustBundle{
+				ObjectMeta: metav1.ObjectMeta{Name: "kubernetes.io:kubelet-serving:someone-else"},
+				Spec:       certificatesv1.ClusterTrustBundleSpec{SignerName: certificatesv1.KubeletServingSignerName, TrustBundle: string(c.CA.CertPEM)},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			other.Spec.TrustBundle = string(forgedCA.CertPEM)
+			_, err = sa.CertificatesV1().ClusterTrustBundles().Update(ctx, other, metav1.UpdateOptions{})
 			return err
 		}},
 		{"listing Secrets in kube-system", func(ctx context.Context) error {

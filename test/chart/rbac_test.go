@@ -68,6 +68,17 @@ func sign(signers ...string) []string {
 	return out
 }
 
+// trust grants publishing the trust bundles of signers: create any bundle,
+// read and update only theirs, attest only for them.
+func trust(signers ...string) []string {
+	out := []string{"create certificates.k8s.io/clustertrustbundles"}
+	for _, s := range signers {
+		bundle := strings.ReplaceAll(s, "/", ":") + ":kubelet-csr-controller"
+		out = append(out, "get certificates.k8s.io/clustertrustbundles "+bundle, "update certificates.k8s.io/clustertrustbundles "+bundle, "attest certificates.k8s.io/signers "+s)
+	}
+	return out
+}
+
 func grantSet(parts ...[]string) []string {
 	out := slices.Concat(parts...)
 	slices.Sort(out)
@@ -82,43 +93,53 @@ func TestClusterRoleGrantsOnlyWhatTheConfigurationUses(t *testing.T) {
 	}{
 		{
 			name: "the defaults approve and sign the two kubelet signers and nothing else",
-			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes),
+			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes),
 		},
 		{
 			name: "an added kube-apiserver-client signer may sign but never approve",
 			values: `config:
   signers: [{name: kubernetes.io/kubelet-serving}, {name: kubernetes.io/kube-apiserver-client-kubelet}, {name: kubernetes.io/kube-apiserver-client}]`,
-			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet, apiClient), sar, readNodes),
+			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet, apiClient), trust(serving), sar, readNodes),
 		},
 		{
 			name:   "serving approval off drops its approve name and the Node reads",
 			values: "config: {approver: {kubeletServing: {enabled: false}}}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), sar),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar),
 		},
 		{
 			name:   "serving approval off with allowExistingNode false still reads Nodes for bootstrap checks",
 			values: "config: {approver: {kubeletServing: {enabled: false}, nodeClient: {bootstrap: {allowExistingNode: false}}}}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar, readNodes),
 		},
 		{
 			name:   "client approval off drops its approve name and the SubjectAccessReviews",
 			values: "config: {approver: {nodeClient: {enabled: false}}}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(serving), sign(serving, clientKubelet), readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(serving), sign(serving, clientKubelet), trust(serving), readNodes),
 		},
 		{
 			name:   "no approval at all grants no approval, SubjectAccessReview or Node",
 			values: "config: {approver: {nodeClient: {enabled: false}, kubeletServing: {enabled: false}}}",
-			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet)),
+			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), trust(serving)),
 		},
 		{
 			name:   "dry run decides without writing, so it may not approve",
 			values: "config: {approver: {mode: dryRun}}",
-			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), trust(serving), sar, readNodes),
 		},
 		{
 			name:   "signing only the serving signer signs nothing else",
 			values: "config: {signers: [{name: kubernetes.io/kubelet-serving}]}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving), trust(serving), sar, readNodes),
+		},
+		{
+			name:   "a signer whose bundle is off attests nothing",
+			values: "config: {signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {enabled: false}}, {name: kubernetes.io/kube-apiserver-client-kubelet}]}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes),
+		},
+		{
+			name:   "a client signer's bundle, when asked for, is granted with its own name",
+			values: "config: {signers: [{name: kubernetes.io/kube-apiserver-client-kubelet, trustBundle: {enabled: true}}]}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(clientKubelet), trust(clientKubelet), sar, readNodes),
 		},
 		{
 			name:   "an empty signer list grants no signing",
@@ -128,7 +149,7 @@ func TestClusterRoleGrantsOnlyWhatTheConfigurationUses(t *testing.T) {
 		{
 			name:   "without the cleaner CSRs cannot be deleted",
 			values: "config: {cleaner: {enabled: false}}",
-			want:   grantSet(readCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes),
+			want:   grantSet(readCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes),
 		},
 	}
 	for _, tt := range tests {
@@ -179,6 +200,26 @@ func TestRoleGrantsTheLeaseAndItsEventsOnly(t *testing.T) {
 				t.Errorf("a RoleBinding in the release namespace should exist exactly when the Role does")
 			}
 		})
+	}
+}
+
+// A trust ConfigMap is granted by a Role in its namespace, on that name.
+func TestTrustConfigMapIsGrantedInItsNamespaceOnly(t *testing.T) {
+	t.Parallel()
+	m := render(t, "config: {signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {configMap: {namespace: kube-public}}}]}")
+	r, rb := &rbacv1.Role{}, &rbacv1.RoleBinding{}
+	if !m.inNamespace(t, "Role", "kube-public", r) || !m.inNamespace(t, "RoleBinding", "kube-public", rb) {
+		t.Fatal("no Role and RoleBinding in kube-public for the trust ConfigMap")
+	}
+	want := []string{"create core/configmaps", "get core/configmaps kubelet-serving-ca", "update core/configmaps kubelet-serving-ca"}
+	if diff := cmp.Diff(want, grants(r.Rules)); diff != "" {
+		t.Errorf("trust Role grants (-want +got):\n%s", diff)
+	}
+	if rb.RoleRef.Name != r.Name || len(rb.Subjects) != 1 || rb.Subjects[0].Namespace != namespace {
+		t.Errorf("trust RoleBinding %+v %+v", rb.RoleRef, rb.Subjects)
+	}
+	if len(render(t, "").docs["Role"]) != 2 {
+		t.Errorf("without a trust ConfigMap the chart makes the Lease and Events Roles only")
 	}
 }
 

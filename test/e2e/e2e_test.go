@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -52,16 +51,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	good := []string{"node-a", "node-b", "node-c"}
 	var kubelets []*kubelet.Kubelet
 	startNode := func(o kubelet.Options) *kubelet.Kubelet {
-		o.Bootstrap = c.BootstrapConfig(token)
-		o.CertDir = filepath.Join(c.Dir, o.NodeName)
-		if err := os.MkdirAll(o.CertDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		k, err := kubelet.Start(ctx, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(k.Stop)
+		k := startKubelet(ctx, t, c, token, o)
 		kubelets = append(kubelets, k)
 		return k
 	}

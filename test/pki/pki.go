@@ -439,3 +439,13 @@ func CheapHugeRSAKey(bits int) (*rsa.PrivateKey, error) {
 	//nolint:staticcheck // multi-prime on purpose: the cheap way to a huge key
 	return rsa.GenerateMultiPrimeKey(rand.Reader, max(2, bits/256), bits)
 }
+
+// CommonNames are the certificates' subject common names, in order: a
+// readable form of a bundle in test messages.
+func CommonNames(certs []*x509.Certificate) []string {
+	out := make([]string, 0, len(certs))
+	for _, c := range certs {
+		out = append(out, c.Subject.CommonName)
+	}
+	return out
+}

@@ -113,6 +113,31 @@ controller will do. Lists are returned as JSON (use fromJsonArray).
 {{- end }}
 
 {{/*
+The trust bundles the controller publishes, as JSON objects {signer, bundle,
+configMapNamespace, configMapName}: each signer with trustBundle.enabled
+(default: kubernetes.io/kubelet-serving only), named as config/defaults.go
+and signer/trust.go name them.
+*/}}
+{{- define "kubelet-csr-controller.trustBundles" -}}
+{{- $cfg := .Values.config | default dict }}
+{{- $signers := list (dict "name" "kubernetes.io/kubelet-serving") (dict "name" "kubernetes.io/kube-apiserver-client-kubelet") }}
+{{- if hasKey $cfg "signers" }}{{ $signers = $cfg.signers }}{{ end }}
+{{- $out := list }}
+{{- range $signers }}
+{{- $tb := .trustBundle | default dict }}
+{{- if dig "enabled" (eq .name "kubernetes.io/kubelet-serving") $tb }}
+{{- $b := dict "signer" .name "bundle" (printf "%s:%s" (replace "/" ":" .name) ($tb.name | default "kubelet-csr-controller")) }}
+{{- with $tb.configMap }}
+{{- $_ := set $b "configMapNamespace" .namespace }}
+{{- $_ := set $b "configMapName" (.name | default (printf "%s-ca" (index (splitList "/" $b.signer) 1))) }}
+{{- end }}
+{{- $out = append $out $b }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
 Whether the approver reads Nodes: serving CSRs are checked against their
 Node's addresses, and with allowExistingNode false a bootstrap client CSR is
 checked against the registered Nodes (controllers/approver_controller.go
