@@ -90,7 +90,7 @@ current-context: c
 
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"--no-such-flag"}, {"stray"}} {
+	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"--no-such-flag"}, {"stray"}, {"--metrics-secure=false", "--metrics-cert-dir", "/tmp"}} {
 		if code := exitCode(run(context.Background(), args)); code != exitUsage {
 			t.Errorf("%q: exit code %d, want %d", args, code, exitUsage)
 		}
@@ -119,7 +119,7 @@ func TestManagerLeadsServesProbesAndMetrics(t *testing.T) {
 	go func() {
 		done <- run(runCtx, []string{
 			"--kubeconfig", c.AdminKubeconfig, "--config", cfgPath,
-			"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr,
+			"--metrics-bind-address", metricsAddr, "--metrics-secure=false", "--health-probe-bind-address", probeAddr,
 			"--leader-elect", "--leader-election-namespace", "kube-system", "--log-level", "error",
 			"--profiling", "--pprof-bind-address", pprofAddr,
 		})

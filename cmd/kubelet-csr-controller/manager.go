@@ -78,6 +78,14 @@ func newManager(ctx context.Context, f *flags, cfg *config.ControllerConfig) (ct
 	}
 	le := cfg.Manager.LeaderElection
 	metrics := metricsserver.Options{BindAddress: f.metricsAddr}
+	if f.metricsSecure {
+		// Who may read metrics is the API server's decision: a bearer
+		// token, reviewed, and get on /metrics (the chart's metrics-reader
+		// ClusterRole).
+		metrics.SecureServing = true
+		metrics.FilterProvider = controllers.MetricsAuth
+		metrics.CertDir = f.metricsCertDir
+	}
 	pprofAddr := ""
 	if f.profiling {
 		pprofAddr = f.pprofAddr

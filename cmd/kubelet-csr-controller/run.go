@@ -27,6 +27,8 @@ type flags struct {
 	kubeconfig              string
 	configFile              string
 	metricsAddr             string
+	metricsSecure           bool
+	metricsCertDir          string
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
@@ -45,6 +47,8 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig. Default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account.")
 	fs.StringVar(&f.configFile, "config", "", "Path to the configuration file (config.nodecsr.io/v1alpha1 ControllerConfig). Default: built-in defaults.")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus /metrics endpoint; 0 disables it.")
+	fs.BoolVar(&f.metricsSecure, "metrics-secure", true, "Serve /metrics over HTTPS to callers whose token the API server authenticates (TokenReview) and authorizes for get on the non-resource URL /metrics (SubjectAccessReview). false: plain HTTP, to anyone who can reach the address.")
+	fs.StringVar(&f.metricsCertDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for --metrics-secure (reloaded when they change). Default: a self-signed certificate made at start.")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica acts.")
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease. Default: the pod's namespace (required outside a cluster).")
@@ -61,6 +65,9 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, &usageError{msg: fmt.Sprintf("unexpected arguments %q; did you mean the check subcommand?", fs.Args())}
+	}
+	if f.metricsCertDir != "" && !f.metricsSecure {
+		return nil, &usageError{msg: "--metrics-cert-dir needs --metrics-secure"}
 	}
 	if f.logFormat != "json" && f.logFormat != "console" {
 		return nil, &usageError{msg: fmt.Sprintf("--log-format must be json or console, not %q", f.logFormat)}

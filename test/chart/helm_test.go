@@ -172,13 +172,22 @@ func (m *manifest) configMap(t *testing.T) *corev1.ConfigMap {
 	return c
 }
 
+// clusterRole returns the controller's ClusterRole (not the
+// metrics-reader one it makes for scrapers).
 func (m *manifest) clusterRole(t *testing.T) *rbacv1.ClusterRole {
 	t.Helper()
 	r := &rbacv1.ClusterRole{}
-	if !m.one(t, "ClusterRole", r) {
-		t.Fatal("no ClusterRole")
+	if !m.named(t, "ClusterRole", fullname, r) {
+		t.Fatal("no ClusterRole " + fullname)
 	}
 	return r
+}
+
+// named decodes the object of kind called name into obj (strictly), or
+// reports that there is none.
+func (m *manifest) named(t *testing.T, kind, name string, obj runtime.Object) bool {
+	t.Helper()
+	return m.find(t, kind, func(n, _ string) bool { return n == name }, obj)
 }
 
 // inNamespace decodes the object of kind in namespace ns into obj (strictly),
@@ -186,14 +195,20 @@ func (m *manifest) clusterRole(t *testing.T) *rbacv1.ClusterRole {
 // (Role, RoleBinding) are told apart this way.
 func (m *manifest) inNamespace(t *testing.T, kind, ns string, obj runtime.Object) bool {
 	t.Helper()
+	return m.find(t, kind, func(_, n string) bool { return n == ns }, obj)
+}
+
+// find decodes the first object of kind whose name and namespace match.
+func (m *manifest) find(t *testing.T, kind string, match func(name, namespace string) bool, obj runtime.Object) bool {
+	t.Helper()
 	for _, doc := range m.docs[kind] {
 		var head struct {
-			Metadata struct{ Namespace string }
+			Metadata struct{ Name, Namespace string }
 		}
 		if err := json.Unmarshal(doc, &head); err != nil {
 			t.Fatal(err)
 		}
-		if head.Metadata.Namespace != ns {
+		if !match(head.Metadata.Name, head.Metadata.Namespace) {
 			continue
 		}
 		if _, _, err := strictCodecs.UniversalDeserializer().Decode(doc, nil, obj); err != nil {

@@ -20,7 +20,11 @@ type serviceMonitor struct {
 	Spec       struct {
 		NamespaceSelector struct{ MatchNames []string }
 		Selector          metav1.LabelSelector
-		Endpoints         []struct{ Port, Path, Interval, ScrapeTimeout string }
+		Endpoints         []struct {
+			Port, Path, Interval, ScrapeTimeout string
+			Scheme, BearerTokenFile             string
+			TLSConfig                           map[string]any
+		}
 	}
 }
 
@@ -74,6 +78,17 @@ func TestServiceMonitorScrapesTheMetricsService(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{namespace}, sm.Spec.NamespaceSelector.MatchNames); diff != "" {
 		t.Errorf("namespaceSelector (-want +got):\n%s", diff)
+	}
+	// Secure metrics (the default) are scraped over HTTPS with Prometheus'
+	// token; plain ones over HTTP with none.
+	e := sm.Spec.Endpoints[0]
+	if e.Scheme != "https" || e.BearerTokenFile != "/var/run/secrets/kubernetes.io/serviceaccount/token" || e.TLSConfig["insecureSkipVerify"] != true {
+		t.Errorf("secure metrics: scheme %q, bearerTokenFile %q, tlsConfig %v", e.Scheme, e.BearerTokenFile, e.TLSConfig)
+	}
+	var plain serviceMonitor
+	render(t, monitoringOn+"metrics: {secure: false}").one(t, "ServiceMonitor", &plain)
+	if e := plain.Spec.Endpoints[0]; e.Scheme != "" || e.BearerTokenFile != "" || e.TLSConfig != nil {
+		t.Errorf("plain metrics: scheme %q, bearerTokenFile %q, tlsConfig %v", e.Scheme, e.BearerTokenFile, e.TLSConfig)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -103,11 +105,64 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 		})
 	})
 
+	t.Run("metrics are refused without a token and served to the metrics-reader role", func(t *testing.T) {
+		scrapes(ctx, t, ctrl, admin)
+	})
+
 	t.Run("the ServiceAccount is refused what it must never do", func(t *testing.T) {
 		forbidden(ctx, t, c, admin, kubernetes.NewForConfigOrDie(sa))
 	})
 
 	t.Run("the controller was never refused a request", func(t *testing.T) { neverRefused(t, ctrl) })
+}
+
+// scrapes reads /metrics as nobody, as a ServiceAccount without a role,
+// and as one bound to the chart's metrics-reader ClusterRole. (A refusal is
+// remembered for ten seconds, so the allowed one is a ServiceAccount of its
+// own, bound before its first scrape.)
+func scrapes(ctx context.Context, t *testing.T, ctrl *cluster.Controller, admin *kubernetes.Clientset) {
+	t.Helper()
+	token := map[string]string{}
+	for _, name := range []string{"scraper", "stranger"} {
+		if _, err := admin.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		token[name] = serviceAccountToken(ctx, t, admin, name)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "scraper-metrics"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: fullname + "-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "scraper", Namespace: namespace}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "the API server allows the scraper get /metrics", func(ctx context.Context) (bool, error) {
+		r, err := admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:" + namespace + ":scraper", Groups: saGroups,
+			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"},
+		}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed, err
+	})
+	scrape := func(token string) (int, string) {
+		t.Helper()
+		code, body, err := ctrl.Scrape(ctx, token)
+		if err != nil {
+			t.Fatalf("scrape: %v", err)
+		}
+		return code, body
+	}
+	if code, _ := scrape(""); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code, _ := scrape("not-a-token"); code != http.StatusUnauthorized {
+		t.Errorf("a token the API server does not know: %d, want 401", code)
+	}
+	if code, _ := scrape(token["stranger"]); code != http.StatusForbidden {
+		t.Errorf("a ServiceAccount without the role: %d, want 403", code)
+	}
+	if code, body := scrape(token["scraper"]); code != http.StatusOK || !strings.Contains(body, "kubelet_csr_controller_certificates_issued_total") {
+		t.Errorf("the metrics-reader role: %d, want 200 with the controller's metrics:\n%.300s", code, body)
+	}
 }
 
 // The chart's ServiceAccount, as the API server names it and its groups.
@@ -131,6 +186,9 @@ func startAsServiceAccount(ctx context.Context, t *testing.T, c *cluster.Cluster
 		Binary: cluster.ControllerBinaryForTest(ctx, t), ConfigFile: configFile, Kubeconfig: kubeconfig, Name: name,
 		// The chart's Role covers Leases in the release namespace only.
 		ExtraArgs: []string{"--leader-election-namespace", namespace},
+		// As the chart runs it: TokenReviews and SubjectAccessReviews for
+		// every scrape.
+		SecureMetrics: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -174,13 +232,20 @@ func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interf
 // chart's ServiceAccount.
 func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
 	t.Helper()
-	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, fullname, &authenticationv1.TokenRequest{
+	return &rest.Config{Host: c.Admin.Host, BearerToken: serviceAccountToken(ctx, t, admin, fullname), TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
+}
+
+// serviceAccountToken returns an hour's token of a ServiceAccount in the
+// release namespace.
+func serviceAccountToken(ctx context.Context, t *testing.T, admin *kubernetes.Clientset, name string) string {
+	t.Helper()
+	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("create a token for ServiceAccount %s: %v", fullname, err)
+		t.Fatalf("create a token for ServiceAccount %s: %v", name, err)
 	}
-	return &rest.Config{Host: c.Admin.Host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
+	return tr.Status.Token
 }
 
 // installedConfig writes the installed ConfigMap's configuration with the

@@ -49,7 +49,11 @@ var (
 	readCSRs   = []string{"get certificates.k8s.io/certificatesigningrequests", "list certificates.k8s.io/certificatesigningrequests", "watch certificates.k8s.io/certificatesigningrequests"}
 	deleteCSRs = []string{"delete certificates.k8s.io/certificatesigningrequests"}
 	sar        = []string{"create authorization.k8s.io/subjectaccessreviews", "get /readyz"}
-	readNodes  = []string{"get core/nodes", "list core/nodes", "watch core/nodes"}
+	// Secure metrics review a scraper's token and ask whether it may get
+	// /metrics.
+	tokenReviews = []string{"create authentication.k8s.io/tokenreviews"}
+	sarOnly      = []string{"create authorization.k8s.io/subjectaccessreviews"}
+	readNodes    = []string{"get core/nodes", "list core/nodes", "watch core/nodes"}
 )
 
 func approve(signers ...string) []string {
@@ -93,63 +97,73 @@ func TestClusterRoleGrantsOnlyWhatTheConfigurationUses(t *testing.T) {
 	}{
 		{
 			name: "the defaults approve and sign the two kubelet signers and nothing else",
-			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes),
+			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes, tokenReviews),
 		},
 		{
 			name: "an added kube-apiserver-client signer may sign but never approve",
 			values: `config:
   signers: [{name: kubernetes.io/kubelet-serving}, {name: kubernetes.io/kube-apiserver-client-kubelet}, {name: kubernetes.io/kube-apiserver-client}]`,
-			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet, apiClient), trust(serving), sar, readNodes),
+			want: grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet, apiClient), trust(serving), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "serving approval off drops its approve name and the Node reads",
 			values: "config: {approver: {kubeletServing: {enabled: false}}}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar, tokenReviews),
 		},
 		{
 			name:   "serving approval off with allowExistingNode false still reads Nodes for bootstrap checks",
 			values: "config: {approver: {kubeletServing: {enabled: false}, nodeClient: {bootstrap: {allowExistingNode: false}}}}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "client approval off drops its approve name and the SubjectAccessReviews",
 			values: "config: {approver: {nodeClient: {enabled: false}}}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(serving), sign(serving, clientKubelet), trust(serving), readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(serving), sign(serving, clientKubelet), trust(serving), readNodes, sarOnly, tokenReviews),
 		},
 		{
 			name:   "no approval at all grants no approval, SubjectAccessReview or Node",
 			values: "config: {approver: {nodeClient: {enabled: false}, kubeletServing: {enabled: false}}}",
-			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), trust(serving)),
+			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), trust(serving), sarOnly, tokenReviews),
 		},
 		{
 			name:   "dry run decides without writing, so it may not approve",
 			values: "config: {approver: {mode: dryRun}}",
-			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), trust(serving), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, sign(serving, clientKubelet), trust(serving), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "signing only the serving signer signs nothing else",
 			values: "config: {signers: [{name: kubernetes.io/kubelet-serving}]}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving), trust(serving), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving), trust(serving), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "a signer whose bundle is off attests nothing",
 			values: "config: {signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {enabled: false}}, {name: kubernetes.io/kube-apiserver-client-kubelet}]}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "a client signer's bundle, when asked for, is granted with its own name",
 			values: "config: {signers: [{name: kubernetes.io/kube-apiserver-client-kubelet, trustBundle: {enabled: true}}]}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(clientKubelet), trust(clientKubelet), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(clientKubelet), trust(clientKubelet), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "an empty signer list grants no signing",
 			values: "config: {signers: []}",
-			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sar, readNodes),
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sar, readNodes, tokenReviews),
+		},
+		{
+			name:   "plain-HTTP metrics review no tokens",
+			values: "metrics: {secure: false}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes),
+		},
+		{
+			name:   "plain-HTTP metrics without client approval make no reviews at all",
+			values: "metrics: {secure: false}\nconfig: {approver: {nodeClient: {enabled: false}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(serving), sign(serving, clientKubelet), trust(serving), readNodes),
 		},
 		{
 			name:   "without the cleaner CSRs cannot be deleted",
 			values: "config: {cleaner: {enabled: false}}",
-			want:   grantSet(readCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes),
+			want:   grantSet(readCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes, tokenReviews),
 		},
 	}
 	for _, tt := range tests {

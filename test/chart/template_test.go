@@ -202,7 +202,7 @@ func checkPod(t *testing.T, d *appsv1.Deployment, leaderElect bool) {
 	wantArgs := []string{
 		"--config=/etc/kubelet-csr-controller/config/config.yaml",
 		"--leader-elect=" + strconv.FormatBool(leaderElect),
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+		"--metrics-bind-address=:8080", "--metrics-secure=true", "--health-probe-bind-address=:8081",
 		"--log-format=json", "--log-level=info",
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
@@ -312,6 +312,8 @@ func TestBadValuesFailToRender(t *testing.T) {
 		{"apiVersion inside config fails the schema: the chart writes it", "config: {apiVersion: v1}", nil, "apiVersion"},
 		{"an unknown signer fails the schema", "config: {signers: [{name: example.com/signer}]}", nil, "/config/signers/0/name"},
 		{"a duration that is not one fails the schema", "config: {approver: {gracePeriod: 15 minutes}}", nil, "/config/approver/gracePeriod"},
+		{"a NetworkPolicy without the API server's addresses fails with the reason", "networkPolicy: {enabled: true}", nil, "networkPolicy.enabled needs networkPolicy.apiServer.cidrs"},
+		{"a trust bundle name that is not a DNS subdomain fails the schema", "config: {signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {name: Bad_Name}}]}", nil, "/config/signers/0/trustBundle/name"},
 		{"a ServiceMonitor without the Service fails with the reason", "service: {enabled: false}\nserviceMonitor: {enabled: true}", nil, "serviceMonitor.enabled needs service.enabled"},
 	}
 	for _, tt := range tests {

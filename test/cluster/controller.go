@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -107,13 +108,18 @@ type ControllerOptions struct {
 	Env []string
 	// Name tells processes apart in logs and file names.
 	Name string
+	// SecureMetrics keeps the binary's default, /metrics over HTTPS for
+	// authorized tokens (see Scrape); without it the tests read plain HTTP.
+	SecureMetrics bool
 }
 
 // Controller is a running kubelet-csr-controller process.
 type Controller struct {
 	Cmd         *exec.Cmd
 	MetricsAddr string
-	ProbeAddr   string
+	// MetricsSecure says /metrics is HTTPS and needs a token.
+	MetricsSecure bool
+	ProbeAddr     string
 	// PprofAddr serves /debug/pprof when ExtraArgs hold --profiling.
 	PprofAddr string
 	LogFile   string
@@ -142,12 +148,16 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 	if err != nil {
 		return nil, err
 	}
-	p := &Controller{MetricsAddr: metrics, ProbeAddr: probe, PprofAddr: pprofAddr, done: make(chan error, 1)}
-	args := append([]string{
+	p := &Controller{MetricsAddr: metrics, MetricsSecure: o.SecureMetrics, ProbeAddr: probe, PprofAddr: pprofAddr, done: make(chan error, 1)}
+	args := []string{
 		"--kubeconfig", o.Kubeconfig, "--config", o.ConfigFile,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe, "--pprof-bind-address", pprofAddr,
 		"--leader-election-namespace", "kube-system", "--log-format", "json",
-	}, o.ExtraArgs...)
+	}
+	if !o.SecureMetrics {
+		args = append(args, "--metrics-secure=false")
+	}
+	args = append(args, o.ExtraArgs...)
 	p.Cmd = exec.Command(o.Binary, args...) //nolint:gosec // the test's own binary
 	if len(o.Env) > 0 {
 		p.Cmd.Env = append(os.Environ(), o.Env...)
@@ -202,19 +212,39 @@ func (p *Controller) waitFor(ctx context.Context, path string, timeout time.Dura
 	return nil
 }
 
-// Metrics returns the process's /metrics text.
+// Metrics returns the process's /metrics text (served over plain HTTP).
 func (p *Controller) Metrics(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.MetricsAddr+"/metrics", nil)
-	if err != nil {
-		return "", err
+	code, body, err := p.Scrape(ctx, "")
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("GET /metrics: %d %s", code, body)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	return body, err
+}
+
+// Scrape reads /metrics as Prometheus does, with token as the bearer
+// token when not empty. Secure metrics are read over HTTPS without
+// verifying the self-signed certificate, as the chart's ServiceMonitor does
+// by default.
+func (p *Controller) Scrape(ctx context.Context, token string) (int, string, error) {
+	scheme, hc := "http", http.DefaultClient
+	if p.MetricsSecure {
+		scheme = "https"
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // self-signed, as in the chart
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+p.MetricsAddr+"/metrics", nil)
 	if err != nil {
-		return "", err
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return resp.StatusCode, string(b), err
 }
 
 // Stop sends SIGTERM and waits for a graceful exit (SIGKILL after 30s).
