@@ -108,6 +108,10 @@ func TestValidation(t *testing.T) {
 		{"a signer's own CA is checked under its path", header + "signers: [{name: kubernetes.io/kubelet-serving, ca: {certFile: a.crt}}]\n", []string{"signers[0].ca.keyFile: Required value"}},
 		{"minDuration above duration is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, duration: 1h, minDuration: 2h}]\n", []string{"signers[0].minDuration"}},
 		{"a negative backdate is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, backdate: -1m}]\n", []string{"signers[0].backdate"}},
+		{"a jitter without a percent sign is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"0.1\"}]\n", []string{"signers[0].jitter: Invalid value: \"0.1\": must be a percentage such as 10%"}},
+		{"a negative jitter is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"-5%\"}]\n", []string{"signers[0].jitter"}},
+		{"a jitter in exponent form is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"1e1%\"}]\n", []string{"signers[0].jitter"}},
+		{"a jitter over half the lifetime is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"50.5%\"}]\n", []string{"signers[0].jitter: Invalid value: \"50.5%\": must be at most 50%"}},
 		{"a cleaner interval under a second is refused", header + "cleaner: {interval: 100ms}\n", []string{"cleaner.interval: Invalid value: \"100ms\": must be at least 1s"}},
 		{"a pending age under the approver's grace period is refused", header + "approver: {gracePeriod: 1h}\ncleaner: {deletePendingAfter: 30m}\n", []string{"must be at least approver.gracePeriod (1h0m0s)"}},
 		{"a pending age under 15m is refused", header + "cleaner: {deletePendingAfter: 5m}\n", []string{"cleaner.deletePendingAfter"}},
@@ -187,6 +191,7 @@ signers:
     duration: 24h
     backdate: 0s
     includeChain: true
+    jitter: 12.5%
   - name: kubernetes.io/kube-apiserver-client
     ca: {certFile: /ca/client.crt, keyFile: /ca/client.key}
 `), "t")
@@ -222,7 +227,7 @@ signers:
 		t.Errorf("shared CIDRs: %v", p.Serving.SharedPrefixes)
 	}
 	want := []signer.Config{
-		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true},
+		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true, Jitter: 0.125},
 		{Name: "kubernetes.io/kube-apiserver-client", CertFile: "/ca/client.crt", KeyFile: "/ca/client.key", Duration: signer.DefaultDuration, MinDuration: signer.DefaultMinDuration, Backdate: signer.DefaultBackdate},
 	}
 	if diff := cmp.Diff(want, c.SignerConfigs()); diff != "" {

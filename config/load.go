@@ -136,6 +136,10 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 	out := make([]signer.Config, 0, len(c.Signers))
 	for _, s := range c.Signers {
 		ca := c.caOf(&s)
+		jitter, err := parseJitter(s.Jitter)
+		if err != nil {
+			panic(fmt.Sprintf("config not validated: jitter %q: %v", s.Jitter, err))
+		}
 		out = append(out, signer.Config{
 			Name:         s.Name,
 			CertFile:     ca.CertFile,
@@ -144,6 +148,7 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 			MinDuration:  s.MinDuration.Duration,
 			Backdate:     s.Backdate.Duration,
 			IncludeChain: s.IncludeChain,
+			Jitter:       jitter,
 		})
 	}
 	return out

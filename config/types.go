@@ -176,6 +176,11 @@ type Signer struct {
 	// IncludeChain appends the CA file's issuers after the leaf in
 	// status.certificate.
 	IncludeChain bool `json:"includeChain,omitempty"`
+	// Jitter ("10%", at most "50%") shortens each node's certificates by a
+	// fixed share of that fraction, a hash of the node name and the signer,
+	// never below minDuration, so that nodes that joined together renew at
+	// different times. Empty or "0%": every certificate lives duration.
+	Jitter string `json:"jitter,omitempty"`
 }
 
 // Cleaner configures the deletion of old CSRs. Ages are measured from the

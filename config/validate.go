@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -224,6 +225,9 @@ func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []str
 		if back < 0 || back > maxBackdate {
 			errs = append(errs, field.Invalid(sp.Child("backdate"), back.String(), "must be between 0s and "+maxBackdate.String()))
 		}
+		if _, err := parseJitter(s.Jitter); err != nil {
+			errs = append(errs, field.Invalid(sp.Child("jitter"), s.Jitter, err.Error()))
+		}
 	}
 	if len(c.Signers) == 0 {
 		warns = append(warns, "signers is empty: no certificate will be issued, only approvals")
@@ -287,6 +291,27 @@ func validateManager(m *Manager, p *field.Path) field.ErrorList {
 		errs = append(errs, field.Invalid(lp.Child("leaseDuration"), le.LeaseDuration.Duration.String(), "must be greater than renewDeadline"))
 	}
 	return errs
+}
+
+var percentage = regexp.MustCompile(`^[0-9]{1,3}(\.[0-9]{1,3})?%$`)
+
+// parseJitter reads a signer's jitter, a percentage such as "10%" or
+// "2.5%", as a fraction; "" is 0.
+func parseJitter(s string) (float64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if !percentage.MatchString(s) {
+		return 0, fmt.Errorf("must be a percentage such as 10%%")
+	}
+	pct, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil {
+		return 0, fmt.Errorf("must be a percentage such as 10%%")
+	}
+	if pct > signer.MaxJitter*100 {
+		return 0, fmt.Errorf("must be at most %g%%", signer.MaxJitter*100)
+	}
+	return pct / 100, nil
 }
 
 // positiveDuration requires d > 0 and, when floor > 0, d >= floor.

@@ -20,13 +20,21 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/config"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/kubelet"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
 // signingDuration is short so that every kubelet rotates several times in a
 // couple of minutes (the kubelet rotates at 70-90% of a certificate's life).
-const signingDuration = time.Minute
+// The jitter shortens each node's certificates by up to 15s, down to the
+// one-minute floor (minDuration).
+const (
+	signingDuration = 75 * time.Second
+	signingJitter   = "20%"
+)
 
 func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -36,7 +44,12 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	c := cluster.StartForTest(ctx, t)
 	bin := cluster.ControllerBinaryForTest(ctx, t)
 	cfgFile := filepath.Join(c.Dir, "config.yaml")
-	if err := cluster.WriteConfig(cluster.ShortLived(c.ControllerConfig(), signingDuration), cfgFile); err != nil {
+	cfg := cluster.ShortLived(c.ControllerConfig(), signingDuration)
+	for i := range cfg.Signers {
+		cfg.Signers[i].MinDuration.Duration = time.Minute
+		cfg.Signers[i].Jitter = signingJitter
+	}
+	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
 		t.Fatal(err)
 	}
 	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile})
@@ -130,7 +143,9 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	t.Logf("every honest node rotated twice after %s", time.Since(start).Round(time.Second))
 
 	// Every issued certificate: chains to the CA, carries exactly the
-	// requested identity and SANs, lives exactly the configured duration.
+	// requested identity and SANs, lives exactly the configured duration
+	// less its node's share of the jitter.
+	lifetimes := lifetimesOf(t, cfg, c.CA)
 	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +160,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		switch {
 		case s.Issued:
 			counts["issued"]++
-			checkCertificate(t, csr, roots, node, byName(kubelets, node))
+			checkCertificate(t, csr, roots, node, byName(kubelets, node), lifetimes)
 		case s.Denied:
 			counts["denied"]++
 			d := cluster.Condition(csr, certificatesv1.CertificateDenied)
@@ -168,7 +183,43 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	t.Logf("CSRs: %v; whole flow took %s", counts, time.Since(start).Round(time.Second))
 }
 
-func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningRequest, roots *x509.CertPool, node string, k *kubelet.Kubelet) {
+// lifetimesOf tells how long a certificate for a node should live, and
+// checks that the jitter spreads this test's nodes.
+func lifetimesOf(t *testing.T, cfg *config.ControllerConfig, made *pki.CA) func(signerName, node string) time.Duration {
+	t.Helper()
+	ca, err := signer.ParseCA(made.CertPEM, made.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := map[string]signer.Config{}
+	for _, sc := range cfg.SignerConfigs() {
+		configs[sc.Name] = sc
+	}
+	now := ca.Cert.NotBefore.Add(time.Hour)
+	lifetime := func(signerName, node string) time.Duration {
+		l, err := signer.ComputeLifetime(now, nil, approver.NodeUserPrefix+node, configs[signerName], ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.NotAfter.Sub(l.NotBefore)
+	}
+	seen := map[time.Duration]bool{}
+	for _, node := range []string{"node-a", "node-b", "node-c", "node-late"} {
+		for name := range configs {
+			life := lifetime(name, node)
+			if life < time.Minute || life > signingDuration {
+				t.Errorf("%s of %s lives %s, outside [1m, %s]", name, node, life, signingDuration)
+			}
+			seen[life] = true
+		}
+	}
+	if len(seen) < 3 {
+		t.Errorf("the jitter spreads 8 certificates over %d lifetimes", len(seen))
+	}
+	return lifetime
+}
+
+func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningRequest, roots *x509.CertPool, node string, k *kubelet.Kubelet, lifetime func(signerName, node string) time.Duration) {
 	t.Helper()
 	block, _ := pem.Decode(csr.Status.Certificate)
 	if block == nil {
@@ -190,8 +241,8 @@ func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningReques
 	if cert.Subject.CommonName != "system:node:"+node || !slices.Equal(cert.Subject.Organization, []string{"system:nodes"}) {
 		t.Errorf("%s: subject %s", csr.Name, cert.Subject)
 	}
-	if life := cert.NotAfter.Sub(cert.NotBefore); life != signingDuration {
-		t.Errorf("%s: lifetime %s, want %s", csr.Name, life, signingDuration)
+	if life, want := cert.NotAfter.Sub(cert.NotBefore), lifetime(csr.Spec.SignerName, node); life != want {
+		t.Errorf("%s: lifetime %s, want %s", csr.Name, life, want)
 	}
 	wantDNS, wantIPs := []string(nil), []net.IP(nil)
 	if usage == x509.ExtKeyUsageServerAuth && k != nil {
