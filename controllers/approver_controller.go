@@ -205,6 +205,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 			o.count("ignore")
 			r.event(csr, corev1.EventTypeNormal, EventLeftPending, d)
 			o.log("left pending", 0)
+			o.flag()
 		}
 		return ctrl.Result{}, false, nil
 	case approver.Retry:
@@ -272,6 +273,7 @@ func (r *ApproverReconciler) reportDryRun(o outcome) {
 	}
 	r.event(o.csr, eventType, reason, approver.Decision{Reason: o.d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + o.d.Message})
 	o.log("dry run: would "+verdict, 0)
+	o.flag()
 }
 
 // writeDecision writes the Approved or Denied condition.
@@ -286,7 +288,22 @@ func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) (bool, erro
 	r.Metrics.DecisionLatency.WithLabelValues(csr.Spec.SignerName, verdict).Observe(since(csr.CreationTimestamp.Time, now))
 	r.event(csr, eventType, eventReason, o.d)
 	o.log(string(condition), 0)
+	o.flag()
 	return true, nil
+}
+
+// flag reports a suspicious request, once per decision reported: the
+// metric, a Warning Event of its own (the decision's Event says what was
+// decided, this one that someone may be after a node's credentials) and a
+// log line.
+func (o outcome) flag() {
+	if o.d.Suspicion == "" {
+		return
+	}
+	o.r.Metrics.Suspicious.WithLabelValues(o.csr.Spec.SignerName, string(o.d.Suspicion)).Inc()
+	o.r.Recorder.Eventf(o.csr, nil, corev1.EventTypeWarning, EventSuspiciousRequest, eventActionApprove,
+		"%s: requested by %q (groups %q) for node %q: %s", o.d.Suspicion, o.csr.Spec.Username, o.csr.Spec.Groups, o.in.NodeName, o.d.Message)
+	o.log("suspicious request", 0)
 }
 
 func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, typ, reason string, d approver.Decision) {

@@ -31,6 +31,7 @@ const (
 	EventSigningFailed        = "SigningFailed"
 	EventSigningError         = "SigningError"
 	EventCertificateShortened = "CertificateShortened"
+	EventSuspiciousRequest    = "SuspiciousRequest"
 	eventActionApprove        = "Approve"
 	eventActionSign           = "Sign"
 )

@@ -32,6 +32,7 @@ type Metrics struct {
 	EventsDropped    prometheus.Counter
 	EventsFailed     prometheus.Counter
 	Reviews          *prometheus.CounterVec
+	Suspicious       *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -83,6 +84,10 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "authorization_reviews_total",
 			Help: "Requester authorizations, by answer: allowed, remembered (allowed moments ago, no review made), refused, refused_then_allowed (a refusal the API server withdrew when asked again), api_server_not_ready (a refusal from a server that is not ready, retried).",
 		}, []string{"answer"}),
+		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "suspicious_requests_total",
+			Help: "Kubelet CSRs that look like an attempt on a node's credentials, by signer and kind: not-node-or-bootstrap (the requester is neither a node nor a bootstrapper), other-nodes-address (a serving CSR for an address another Node lists).",
+		}, []string{"signer", "kind"}),
 	}
 }
 
@@ -93,7 +98,7 @@ func NewMetrics() *Metrics {
 // process in the binary; tests start several).
 func (m *Metrics) register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	all := []prometheus.Collector{m.Decisions, m.DecisionLatency, m.Issued, m.SigningFailures, m.IssuanceLatency,
-		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews}
+		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.Suspicious}
 	for _, c := range append(all, collectors...) {
 		if err := replace(reg, c); err != nil {
 			return err
@@ -111,6 +116,19 @@ func (m *Metrics) initSigners(names []string) {
 		m.CAReloadFailures.WithLabelValues(s)
 		for _, reason := range []string{ReasonSignerValidation, failureReasonCA} {
 			m.SigningFailures.WithLabelValues(s, reason)
+		}
+	}
+}
+
+// initSuspicious creates the series of suspicious requests at zero for the
+// kubelet signers p approves, so that an alert on increase() sees the first.
+func (m *Metrics) initSuspicious(p *approver.Policy) {
+	if p.Handles(approver.KindNodeClient) {
+		m.Suspicious.WithLabelValues(certificatesv1.KubeAPIServerClientKubeletSignerName, string(approver.SuspicionNotNodeOrBootstrap))
+	}
+	if p.Handles(approver.KindServing) {
+		for _, s := range approver.Suspicions {
+			m.Suspicious.WithLabelValues(certificatesv1.KubeletServingSignerName, string(s))
 		}
 	}
 }

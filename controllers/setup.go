@@ -67,6 +67,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	signers := newSignerTable(o.Signer.Signers, &o.Approver.Policy)
 	m := NewMetrics()
 	m.initSigners(signers.names)
+	m.initSuspicious(&o.Approver.Policy)
 	if err := IndexFields(ctx, mgr.GetFieldIndexer(), &o.Approver.Policy); err != nil {
 		return err
 	}

@@ -102,6 +102,9 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "csr:      %s\nsigner:   %s\nnode:     %s\ndecision: %s\nreason:   %s\nmessage:  %s\n",
 		csr.Name, csr.Spec.SignerName, in.NodeName, d.Verdict, d.Reason, d.Message)
+	if d.Suspicion != "" {
+		fmt.Fprintf(out, "suspect:  %s (the controller counts it and records a Warning Event)\n", d.Suspicion)
+	}
 	for _, a := range assumed {
 		fmt.Fprintf(out, "assumed:  %s\n", a)
 	}
