@@ -102,6 +102,8 @@ func TestValidation(t *testing.T) {
 		{"a shared CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {sharedCIDRs: [nat]}\n", []string{"approver.kubeletServing.sharedCIDRs[0]"}},
 		{"a denied CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {deniedCIDRs: [10.96.0.1]}\n", []string{"approver.kubeletServing.deniedCIDRs[0]"}},
 		{"a zero DNS timeout is refused when resolution is on", header + "approver:\n  kubeletServing: {dnsResolution: {enabled: true, timeout: 0s}}\n", []string{"approver.kubeletServing.dnsResolution.timeout"}},
+		{"a start-up taint key that is not a qualified name is refused", header + "approver:\n  kubeletServing: {startupTaint: {key: \"bad key\", effect: NoSchedule}}\n", []string{"approver.kubeletServing.startupTaint.key"}},
+		{"a start-up taint needs a known effect", header + "approver:\n  kubeletServing: {startupTaint: {key: node.example.com/no-cert}}\n", []string{"approver.kubeletServing.startupTaint.effect: Unsupported value: \"\""}},
 		{"an unknown signer is refused", header + "signers: [{name: example.com/x}]\n", []string{"signers[0].name: Unsupported value"}},
 		{"a repeated signer is refused", header + "signers: [{name: kubernetes.io/kubelet-serving}, {name: kubernetes.io/kubelet-serving}]\n", []string{"signers[1].name: Duplicate value"}},
 		{"a signer without CA files is refused", header + "ca: {certFile: \"\", keyFile: \"\"}\nsigners: [{name: kubernetes.io/kubelet-serving}]\n", []string{"ca.certFile: Required value", "ca.keyFile: Required value"}},

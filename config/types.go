@@ -142,6 +142,17 @@ type KubeletServing struct {
 	// DNSResolution requires names admitted by dnsSuffixes or dnsPatterns to
 	// resolve to one of the Node's IP addresses.
 	DNSResolution DNSResolution `json:"dnsResolution"`
+	// StartupTaint, when set, is removed from a Node once its serving
+	// certificate is issued (the kubelet's --register-with-taints or a
+	// provisioner put it there), so that no pod lands before kubectl logs,
+	// exec and metrics scraping work. It is never added. Needs nodes patch.
+	StartupTaint *StartupTaint `json:"startupTaint,omitempty"`
+}
+
+// StartupTaint names a taint by its key and effect (any value matches).
+type StartupTaint struct {
+	Key    string `json:"key"`
+	Effect string `json:"effect"`
 }
 
 // DNSResolution configures the optional DNS check.

@@ -26,6 +26,8 @@ const (
 
 var ecdsaCurves = []string{"P-256", "P-384", "P-521"}
 
+var taintEffects = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
+
 // Validate checks c (defaults already applied) and returns every problem with
 // its field path, and warnings about settings that work but deserve a look.
 func Validate(c *ControllerConfig) (field.ErrorList, []string) {
@@ -155,6 +157,15 @@ func validateServing(ks *KubeletServing, s *field.Path) (field.ErrorList, []stri
 			if _, err := parseCIDR(cidr); err != nil {
 				errs = append(errs, field.Invalid(s.Child(list.name).Index(i), cidr, err.Error()))
 			}
+		}
+	}
+	if t := ks.StartupTaint; t != nil {
+		tp := s.Child("startupTaint")
+		for _, msg := range validation.IsQualifiedName(t.Key) {
+			errs = append(errs, field.Invalid(tp.Child("key"), t.Key, msg))
+		}
+		if !slices.Contains(taintEffects, t.Effect) {
+			errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect, taintEffects))
 		}
 	}
 	extraNames := len(ks.DNSSuffixes) > 0 || len(ks.DNSPatterns) > 0

@@ -40,7 +40,10 @@ type ApproverOptions struct {
 	// SubjectAccessReview counts only from a ready server. Setup fills it
 	// with GET /readyz.
 	APIServerReady func(ctx context.Context) error
-	Now            func() time.Time
+	// StartupTaint, when set, is the taint a Node keeps until its serving
+	// certificate is issued: a denial says so on the Node too.
+	StartupTaint *corev1.Taint
+	Now          func() time.Time
 }
 
 // ApproverReconciler approves or denies kubelet CSRs: it gathers the facts
@@ -289,6 +292,9 @@ func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) (bool, erro
 	r.event(csr, eventType, eventReason, o.d)
 	o.log(string(condition), 0)
 	o.flag()
+	if t := r.Options.StartupTaint; t != nil && o.d.Verdict == approver.Deny && o.in.Kind == approver.KindServing && o.in.NodeName != "" {
+		warnTainted(o.ctx, r.Client, r.Recorder, t, o.in.NodeName, csr.Name, o.d.Reason)
+	}
 	return true, nil
 }
 

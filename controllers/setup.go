@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -29,6 +30,9 @@ type Options struct {
 	Now func() time.Time
 	// Recorder names the Events' reporting controller.
 	RecorderName string
+	// StartupTaint, when set, is lifted from each Node once its serving
+	// certificate is issued (approver.kubeletServing.startupTaint).
+	StartupTaint *corev1.Taint
 }
 
 // withDefaults fills what o leaves out.
@@ -46,6 +50,7 @@ func (o Options) withDefaults() Options {
 		o.RecorderName = "kubelet-csr-controller"
 	}
 	o.Approver.Now, o.Signer.Now = o.Now, o.Now
+	o.Approver.StartupTaint = o.StartupTaint
 	if o.Approver.Resolver == nil {
 		o.Approver.Resolver = net.DefaultResolver
 	}
@@ -101,6 +106,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			return fmt.Errorf("set up the signer: %w", err)
 		}
 	}
+	if o.StartupTaint != nil {
+		tr := &TaintReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Taint: *o.StartupTaint, Now: o.Now}
+		if err := tr.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the start-up taint: %w", err)
+		}
+	}
 	if o.Cleaner != nil {
 		co := *o.Cleaner
 		co.Now = o.Now
@@ -117,6 +128,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := m.register(o.Registry, pending, newCACollector(signers, o.Now)); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	ctrl.Log.WithName("setup").Info("controllers set up", "signers", signers.names, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil)
+	ctrl.Log.WithName("setup").Info("controllers set up", "signers", signers.names, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil, "startupTaint", o.StartupTaint != nil)
 	return nil
 }

@@ -50,6 +50,7 @@ var (
 	deleteCSRs = []string{"delete certificates.k8s.io/certificatesigningrequests"}
 	sar        = []string{"create authorization.k8s.io/subjectaccessreviews", "get /readyz"}
 	readNodes  = []string{"get core/nodes", "list core/nodes", "watch core/nodes"}
+	patchNodes = []string{"patch core/nodes"}
 )
 
 func approve(signers ...string) []string {
@@ -124,6 +125,16 @@ func TestClusterRoleGrantsOnlyWhatTheConfigurationUses(t *testing.T) {
 			name:   "an empty signer list grants no signing",
 			values: "config: {signers: []}",
 			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sar, readNodes),
+		},
+		{
+			name:   "a start-up taint lets it patch Nodes",
+			values: "config: {approver: {kubeletServing: {startupTaint: {key: example.com/no-cert, effect: NoSchedule}}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes, patchNodes),
+		},
+		{
+			name:   "a start-up taint without serving approval still reads and patches Nodes",
+			values: "config: {approver: {kubeletServing: {enabled: false, startupTaint: {key: example.com/no-cert, effect: NoSchedule}}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), sar, readNodes, patchNodes),
 		},
 		{
 			name:   "without the cleaner CSRs cannot be deleted",

@@ -52,6 +52,9 @@ type Options struct {
 	// certificate arrives (a Node that appears late). The serving CSRs are
 	// filed meanwhile.
 	RegisterDelay time.Duration
+	// RegisterWithTaints are the Node's taints at registration, as the
+	// kubelet's --register-with-taints sets them.
+	RegisterWithTaints []corev1.Taint
 }
 
 // Kubelet is a running simulated kubelet.
@@ -169,7 +172,7 @@ func (k *Kubelet) register(ctx context.Context) error {
 		return err
 	}
 	nodes := cs.CoreV1().Nodes()
-	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: k.opts.NodeName}}, metav1.CreateOptions{})
+	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: k.opts.NodeName}, Spec: corev1.NodeSpec{Taints: k.opts.RegisterWithTaints}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		n, err = nodes.Get(ctx, k.opts.NodeName, metav1.GetOptions{})
 	}
