@@ -31,6 +31,22 @@ type ControllerConfig struct {
 	Cleaner Cleaner `json:"cleaner"`
 	// Manager tunes the controller process.
 	Manager Manager `json:"manager"`
+	// Audit dials each Node's kubelet and checks the certificate it serves.
+	Audit Audit `json:"audit"`
+}
+
+// Audit configures the audit of the certificates kubelets serve: whether
+// each chains to the kubelet-serving signer's CA, names system:node:<name>
+// (what KEP-4872 will require) and covers the Node's addresses, and when it
+// expires.
+type Audit struct {
+	Enabled bool `json:"enabled"`
+	// Interval between passes; each Node is dialled at most once a pass.
+	Interval metav1.Duration `json:"interval"`
+	// Timeout bounds one connection and TLS handshake.
+	Timeout metav1.Duration `json:"timeout"`
+	// Concurrency bounds the connections in flight.
+	Concurrency int `json:"concurrency"`
 }
 
 // Approver is the approval policy.

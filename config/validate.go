@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -45,7 +46,27 @@ func Validate(c *ControllerConfig) (field.ErrorList, []string) {
 	errs, warns = append(errs, e...), append(warns, w...)
 	errs = append(errs, validateCleaner(&c.Cleaner, c.Approver.GracePeriod.Duration, field.NewPath("cleaner"))...)
 	errs = append(errs, validateManager(&c.Manager, field.NewPath("manager"))...)
+	errs = append(errs, validateAudit(c, field.NewPath("audit"))...)
 	return errs, warns
+}
+
+func validateAudit(c *ControllerConfig, p *field.Path) field.ErrorList {
+	a := &c.Audit
+	if !a.Enabled {
+		return nil
+	}
+	errs := positiveDuration(p.Child("interval"), a.Interval.Duration, time.Minute)
+	errs = append(errs, positiveDuration(p.Child("timeout"), a.Timeout.Duration, 0)...)
+	if a.Timeout.Duration > 30*time.Second {
+		errs = append(errs, field.Invalid(p.Child("timeout"), a.Timeout.Duration.String(), "must be at most 30s"))
+	}
+	if a.Concurrency < 1 || a.Concurrency > 64 {
+		errs = append(errs, field.Invalid(p.Child("concurrency"), a.Concurrency, "must be between 1 and 64"))
+	}
+	if !slices.ContainsFunc(c.Signers, func(s Signer) bool { return s.Name == certificatesv1.KubeletServingSignerName }) {
+		errs = append(errs, field.Invalid(p.Child("enabled"), true, "the audit checks served certificates against the kubernetes.io/kubelet-serving signer's CA: list that signer"))
+	}
+	return errs
 }
 
 func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {

@@ -32,8 +32,11 @@ const (
 	EventSigningError         = "SigningError"
 	EventCertificateShortened = "CertificateShortened"
 	EventSuspiciousRequest    = "SuspiciousRequest"
-	eventActionApprove        = "Approve"
-	eventActionSign           = "Sign"
+	// EventServingCertificateAudit: a Node whose kubelet serves a
+	// certificate the audit refuses.
+	EventServingCertificateAudit = "ServingCertificateAudit"
+	eventActionApprove           = "Approve"
+	eventActionSign              = "Sign"
 )
 
 // Signer failure reasons: the Failed condition's, and the retried one of

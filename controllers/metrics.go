@@ -33,6 +33,10 @@ type Metrics struct {
 	EventsFailed     prometheus.Counter
 	Reviews          *prometheus.CounterVec
 	Suspicious       *prometheus.CounterVec
+	// The served-certificate audit's.
+	AuditNodes          *prometheus.GaugeVec
+	AuditEarliestExpiry prometheus.Gauge
+	AuditPasses         prometheus.Counter
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -88,6 +92,18 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "suspicious_requests_total",
 			Help: "Kubelet CSRs that look like an attempt on a node's credentials, by signer and kind: not-node-or-bootstrap (the requester is neither a node nor a bootstrapper), other-nodes-address (a serving CSR for an address another Node lists).",
 		}, []string{"signer", "kind"}),
+		AuditNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "audit_nodes",
+			Help: "Nodes by the outcome of the last audit of the certificate their kubelet serves: ok, no_endpoint, unreachable, untrusted, wrong_common_name, sans_missing, expired.",
+		}, []string{"outcome"}),
+		AuditEarliestExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "audit_earliest_not_after_timestamp_seconds",
+			Help: "The earliest expiry among the certificates kubelets served at the last audit, as a Unix timestamp.",
+		}),
+		AuditPasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "audit_passes_total",
+			Help: "Audits of the certificates kubelets serve.",
+		}),
 	}
 }
 
@@ -98,7 +114,8 @@ func NewMetrics() *Metrics {
 // process in the binary; tests start several).
 func (m *Metrics) register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	all := []prometheus.Collector{m.Decisions, m.DecisionLatency, m.Issued, m.SigningFailures, m.IssuanceLatency,
-		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.Suspicious}
+		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.Suspicious,
+		m.AuditNodes, m.AuditEarliestExpiry, m.AuditPasses}
 	for _, c := range append(all, collectors...) {
 		if err := replace(reg, c); err != nil {
 			return err

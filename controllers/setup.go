@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -33,6 +35,9 @@ type Options struct {
 	// StartupTaint, when set, is lifted from each Node once its serving
 	// certificate is issued (approver.kubeletServing.startupTaint).
 	StartupTaint *corev1.Taint
+	// Audit, when set, audits the certificates kubelets serve against the
+	// kubelet-serving signer's CA.
+	Audit *AuditOptions
 }
 
 // withDefaults fills what o leaves out.
@@ -110,6 +115,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		tr := &TaintReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Taint: *o.StartupTaint, Now: o.Now}
 		if err := tr.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the start-up taint: %w", err)
+		}
+	}
+	if o.Audit != nil {
+		ca, ok := signers.cas[certificatesv1.KubeletServingSignerName]
+		if !ok {
+			return errors.New("the served-certificate audit needs the kubernetes.io/kubelet-serving signer")
+		}
+		if err := mgr.Add(&Auditor{Client: mgr.GetClient(), Recorder: recorder, Metrics: m, Options: *o.Audit, Roots: ca.Pool, Now: o.Now, Log: ctrl.Log.WithName("audit")}); err != nil {
+			return fmt.Errorf("set up the audit: %w", err)
 		}
 	}
 	if o.Cleaner != nil {

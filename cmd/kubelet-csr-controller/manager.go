@@ -120,6 +120,9 @@ func controllerOptions(cfg *config.ControllerConfig) controllers.Options {
 	if t := cfg.Approver.KubeletServing.StartupTaint; t != nil {
 		o.StartupTaint = &corev1.Taint{Key: t.Key, Effect: corev1.TaintEffect(t.Effect)}
 	}
+	if a := cfg.Audit; a.Enabled {
+		o.Audit = &controllers.AuditOptions{Interval: a.Interval.Duration, Timeout: a.Timeout.Duration, Concurrency: a.Concurrency}
+	}
 	if c := cfg.Cleaner; c.Enabled {
 		o.Cleaner = &controllers.CleanerOptions{
 			AllSigners:            c.AllSigners,

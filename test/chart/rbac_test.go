@@ -137,6 +137,11 @@ func TestClusterRoleGrantsOnlyWhatTheConfigurationUses(t *testing.T) {
 			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), sar, readNodes, patchNodes),
 		},
 		{
+			name:   "the audit reads Nodes even without serving approval",
+			values: "config: {audit: {enabled: true}, approver: {kubeletServing: {enabled: false}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), sar, readNodes),
+		},
+		{
 			name:   "without the cleaner CSRs cannot be deleted",
 			values: "config: {cleaner: {enabled: false}}",
 			want:   grantSet(readCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), sar, readNodes),

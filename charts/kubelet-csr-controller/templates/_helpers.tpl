@@ -123,7 +123,8 @@ watches Nodes on exactly these conditions).
 {{- $serving := dig "approver" "kubeletServing" "enabled" true $cfg }}
 {{- $client := dig "approver" "nodeClient" "enabled" true $cfg }}
 {{- $existing := dig "approver" "nodeClient" "bootstrap" "allowExistingNode" true $cfg }}
-{{- if or $serving (and $client (not $existing)) (include "kubelet-csr-controller.startupTaint" .) }}true{{ end }}
+{{- $audit := dig "audit" "enabled" false $cfg }}
+{{- if or $serving (and $client (not $existing)) (include "kubelet-csr-controller.startupTaint" .) $audit }}true{{ end }}
 {{- end }}
 
 {{/* "true" when config.approver.kubeletServing.startupTaint is set. */}}
