@@ -16,6 +16,7 @@ import (
 
 	"github.com/nodecsr/kubelet-csr-controller/controllers"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
+	"github.com/nodecsr/kubelet-csr-controller/test/kubelet"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
@@ -172,6 +173,13 @@ func (k *kubelets) serve(t *testing.T, n *corev1.Node, cert *tls.Certificate, ha
 	k.mu.Unlock()
 }
 
+// route sends dials of a kubelet address to a local one.
+func (k *kubelets) route(kubeletAddr, local string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.addrs[kubeletAddr] = local
+}
+
 func (k *kubelets) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	k.mu.Lock()
 	local, ok := k.addrs[addr]
@@ -287,4 +295,42 @@ func TestTheAuditorReportsByOutcomeAndWarnsTheFailingNode(t *testing.T) {
 	if h.counter("kubelet_csr_controller_audit_passes_total", nil) < 1 || h.counter("kubelet_csr_controller_audit_earliest_not_after_timestamp_seconds", nil) <= 0 {
 		t.Error("audit_passes_total and audit_earliest_not_after_timestamp_seconds are not reported")
 	}
+}
+
+// Simulated kubelets, with the kubelet's own certificate manager, serve
+// what they were issued: the audit finds the honest one ok, and the one
+// denied a serving certificate unreachable (its handshakes fail, as a
+// kubelet's do without a certificate).
+func TestTheAuditFindsWhatSimulatedKubeletsServe(t *testing.T) {
+	routes := newKubelets()
+	h := start(t, func(o *controllers.Options) {
+		o.Audit = &controllers.AuditOptions{Interval: 300 * time.Millisecond, Timeout: 2 * time.Second, Concurrency: 2, Dial: routes.dial}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	token, err := env.CreateBootstrapToken(ctx, "audit1", "0123456789abcdef", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startKubelet := func(o kubelet.Options) *kubelet.Kubelet {
+		o.Bootstrap, o.CertDir, o.Serve = env.BootstrapConfig(token), t.TempDir(), true
+		k, err := kubelet.Start(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(k.Stop)
+		_, port, _ := net.SplitHostPort(k.ServingAddr())
+		routes.route(net.JoinHostPort(o.Addresses[0].Address, port), k.ServingAddr())
+		return k
+	}
+	honest := startKubelet(kubelet.Options{NodeName: "audit-honest", Addresses: kubelet.Addresses("audit-honest", 41)})
+	cluster.Poll(ctx, t, 50*time.Millisecond, 30*time.Second, "the honest kubelet has its serving certificate", func() bool {
+		return honest.ServingCertificate() != nil
+	})
+	startKubelet(kubelet.Options{NodeName: "audit-liar", Addresses: kubelet.Addresses("audit-liar", 42), ExtraServingIPs: pki.IPs("10.0.0.41")})
+	cluster.Poll(ctx, t, 50*time.Millisecond, 30*time.Second, "the audit finds the honest kubelet ok and the denied one unreachable", func() bool {
+		return h.counter("kubelet_csr_controller_audit_nodes", map[string]string{"outcome": controllers.AuditOK}) == 1 &&
+			h.counter("kubelet_csr_controller_audit_nodes", map[string]string{"outcome": controllers.AuditUnreachable}) == 1
+	})
+	h.waitForEvent("audit-liar", "Warning ServingCertificateAudit: unreachable")
 }
