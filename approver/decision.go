@@ -52,7 +52,30 @@ type Decision struct {
 	// acts. (A serving approval does not ask: its Node, read moments ago,
 	// listed every SAN, and confirming would double the API calls per CSR.)
 	ConfirmNode bool
+	// Suspicion says the request looks like an attempt on another node's
+	// credentials, not a kubelet's mistake: the reconciler counts it
+	// (suspicious_requests_total) and records a Warning Event. "" for none.
+	Suspicion Suspicion
 }
+
+// Suspicion is what makes a request suspicious; its value is the kind label
+// of the suspicious_requests_total metric.
+type Suspicion string
+
+// Suspicions. NodeRestriction guards only node identities: these are what
+// it lets through.
+const (
+	// SuspicionNotNodeOrBootstrap: a kubelet-signer request from an identity
+	// that is neither a node (system:node:<name> in system:nodes) nor a
+	// bootstrapper (group system:bootstrappers).
+	SuspicionNotNodeOrBootstrap Suspicion = "not-node-or-bootstrap"
+	// SuspicionOtherNodesAddress: a serving request for an address that
+	// another Node lists.
+	SuspicionOtherNodesAddress Suspicion = "other-nodes-address"
+)
+
+// Suspicions lists every Suspicion, for metrics that start at zero.
+var Suspicions = []Suspicion{SuspicionNotNodeOrBootstrap, SuspicionOtherNodesAddress}
 
 // Fact is a fact Evaluate may ask for.
 type Fact int
@@ -82,11 +105,14 @@ const (
 	ReasonSANsNotAllowed             = "SANsNotAllowed"
 
 	// Who asked.
-	ReasonRequesterNotNode          = "RequesterNotNode"
-	ReasonRequesterNotInSystemNodes = "RequesterNotInSystemNodes"
-	ReasonNotAuthorized             = "NotAuthorized"
-	ReasonAuthorizationError        = "AuthorizationError" // Retry only
-	ReasonBootstrapForExistingNode  = "BootstrapForExistingNode"
+	ReasonRequesterNotNode = "RequesterNotNode"
+	// ReasonRequesterNotNodeOrBootstrap: the requester is neither a node nor
+	// a bootstrapper (SuspicionNotNodeOrBootstrap).
+	ReasonRequesterNotNodeOrBootstrap = "RequesterNotNodeOrBootstrap"
+	ReasonRequesterNotInSystemNodes   = "RequesterNotInSystemNodes"
+	ReasonNotAuthorized               = "NotAuthorized"
+	ReasonAuthorizationError          = "AuthorizationError" // Retry only
+	ReasonBootstrapForExistingNode    = "BootstrapForExistingNode"
 
 	// Serving names and addresses.
 	ReasonNoSANs              = "NoSANs"

@@ -99,7 +99,7 @@ type rule func(r *Request, p *Policy) *Decision
 
 // clientRules are the shape of a kubelet client request, renewal or
 // bootstrap alike.
-var clientRules = []rule{ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages, ruleSignature}
+var clientRules = []rule{ruleNodeOrBootstrapRequester, ruleKey, ruleOrganization, ruleNoSANs, ruleNodeCommonName, ruleClientUsages, ruleSignature}
 
 var recognizers = []recognizer{
 	{
@@ -119,7 +119,7 @@ var recognizers = []recognizer{
 	},
 	{
 		matches: func(r *Request) bool { return r.Kind == KindServing },
-		rules: []rule{ruleNodeIdentity, ruleKey, ruleNodeCommonName, ruleRequesterIsNode, ruleRequesterInNodesGroup,
+		rules: []rule{ruleNodeIdentity, ruleNodeOrBootstrapRequester, ruleKey, ruleNodeCommonName, ruleRequesterIsNode, ruleRequesterInNodesGroup,
 			ruleOrganization, ruleServingUsages, ruleServingSANs, ruleSignature},
 		node:     checkServingNode,
 		approved: "Auto-approved kubelet serving certificate: every name and address belongs to the Node.",
@@ -216,6 +216,7 @@ func onInvalid(r *Request, p *Policy, d Decision) *Decision {
 // for another approver to decide.
 func leftPending(d Decision, setting string) *Decision {
 	left := ignore(ReasonLeftPending, fmt.Sprintf("Would deny (%s): %s Left pending for another approver (approver.%s).", d.Reason, d.Message, setting))
+	left.Suspicion = d.Suspicion // suspicious whoever decides it
 	return &left
 }
 
@@ -438,6 +439,35 @@ func ruleNodeIdentity(r *Request, p *Policy) *Decision {
 		return nil
 	}
 	d := ignore(ReasonNonNodeRequester, fmt.Sprintf("Requested by %q, which is not a node; left alone (approver.kubeletServing.nonNodeRequesters=ignore).", r.CSR.Spec.Username))
+	return &d
+}
+
+// Bootstrap identities: a bootstrap token authenticates as
+// system:bootstrap:<token id> in group system:bootstrappers; static
+// bootstrap identities (kubelet-bootstrap in some installers) join the group.
+const (
+	BootstrapUserPrefix = "system:bootstrap:"
+	BootstrappersGroup  = "system:bootstrappers"
+)
+
+// IsBootstrapIdentity reports whether a requester is a bootstrapper. It
+// grants nothing: the SubjectAccessReview still decides.
+func IsBootstrapIdentity(username string, groups []string) bool {
+	return strings.HasPrefix(username, BootstrapUserPrefix) || slices.Contains(groups, BootstrappersGroup)
+}
+
+// ruleNodeOrBootstrapRequester denies, as suspicious, a request from an
+// identity that is neither a node nor a bootstrapper: kubelets make every
+// request as one of the two, and NodeRestriction checks only the first.
+// (Under nonNodeRequesters=ignore, ruleNodeIdentity has left serving
+// requests from such identities alone before this rule.)
+func ruleNodeOrBootstrapRequester(r *Request, _ *Policy) *Decision {
+	u, g := r.CSR.Spec.Username, r.CSR.Spec.Groups
+	if IsNodeIdentity(u, g) || IsBootstrapIdentity(u, g) {
+		return nil
+	}
+	d := deny(ReasonRequesterNotNodeOrBootstrap, fmt.Sprintf("Requested by %q, which is neither a node (%s<name> in group %s) nor a bootstrapper (group %s); kubelets request their certificates only as one of these.", u, NodeUserPrefix, NodesGroup, BootstrappersGroup))
+	d.Suspicion = SuspicionNotNodeOrBootstrap
 	return &d
 }
 

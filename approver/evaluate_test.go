@@ -107,6 +107,43 @@ func TestEvaluateNodeClient(t *testing.T) {
 			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
 		},
 		{
+			name: "a client request from an identity that is neither a node nor a bootstrapper is denied as suspicious, whatever its permissions",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username, c.Spec.Groups = "system:serviceaccount:kube-system:provisioner", []string{"system:serviceaccounts", "system:authenticated"}
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNodeOrBootstrap, Suspicion: approver.SuspicionNotNodeOrBootstrap},
+		},
+		{
+			name: "a client request named like the node but outside system:nodes is denied as suspicious",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Groups = []string{"system:authenticated"}
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNodeOrBootstrap, Suspicion: approver.SuspicionNotNodeOrBootstrap},
+		},
+		{
+			name: "a static bootstrap identity in system:bootstrappers is no suspect",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username, c.Spec.Groups = "kubelet-bootstrap", pki.BootstrapGroups
+			},
+			facts: approver.Facts{Authorization: allowed},
+			want:  approver.Decision{Verdict: approver.Approve, Reason: approver.ReasonAutoApproved},
+		},
+		{
+			name: "a suspicious client request left pending under onInvalid=leavePending stays suspicious",
+			csr:  pki.ClientRenewal("n1"),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username, c.Spec.Groups = "alice", []string{"system:authenticated"}
+			},
+			policy: func(p *approver.Policy) { p.NodeClient.OnInvalid = approver.LeavePending },
+			facts:  approver.Facts{Authorization: allowed},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonLeftPending, Suspicion: approver.SuspicionNotNodeOrBootstrap},
+		},
+		{
 			name:  "a renewal without the selfnodeclient permission is denied as NotAuthorized",
 			csr:   pki.ClientRenewal("n1"),
 			facts: approver.Facts{Authorization: notAllowed},
@@ -339,13 +376,13 @@ func TestEvaluateServing(t *testing.T) {
 			name:  "a node that lists another node's IP in its own status is still denied that IP",
 			csr:   serving(nil, "10.0.0.2"),
 			facts: approver.Facts{Node: node("n1", "10.0.0.1", "10.0.0.2"), Claimants: map[string][]string{"10.0.0.2": {"n2"}}},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true, Suspicion: approver.SuspicionOtherNodesAddress},
 		},
 		{
 			name:  "a node that lists another node's host name is still denied it, in any case",
 			csr:   serving([]string{"N2.Example.com"}),
 			facts: approver.Facts{Node: node("n1", "n1.example.com", "n2.example.com"), Claimants: map[string][]string{"n2.example.com": {"n2"}}},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonSANOwnedByOtherNode, ConfirmNode: true, Suspicion: approver.SuspicionOtherNodesAddress},
 		},
 		{
 			name: "an address in sharedCIDRs may be listed by other nodes too",
@@ -535,13 +572,23 @@ func TestEvaluateServing(t *testing.T) {
 			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonLeftPending},
 		},
 		{
-			name: "a serving request from an identity that is not a node is denied by default",
+			name: "a serving request from an identity that is neither a node nor a bootstrapper is denied as suspicious by default",
 			csr:  servingN1(),
 			edit: func(c *certificatesv1.CertificateSigningRequest) {
 				c.Spec.Username, c.Spec.Groups = "system:serviceaccount:vk:virtual-kubelet", []string{"system:serviceaccounts", "system:authenticated"}
 			},
 			facts: approver.Facts{Node: n1},
-			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNode},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNodeOrBootstrap, Suspicion: approver.SuspicionNotNodeOrBootstrap},
+		},
+		{
+			name: "a suspicious serving request left pending under onInvalid=leavePending stays suspicious",
+			csr:  servingN1(),
+			edit: func(c *certificatesv1.CertificateSigningRequest) {
+				c.Spec.Username, c.Spec.Groups = "oidc:mallory", []string{"system:authenticated"}
+			},
+			policy: func(p *approver.Policy) { p.Serving.OnInvalid = approver.LeavePending },
+			facts:  approver.Facts{Node: n1},
+			want:   approver.Decision{Verdict: approver.Ignore, Reason: approver.ReasonLeftPending, Suspicion: approver.SuspicionNotNodeOrBootstrap},
 		},
 		{
 			name: "a serving request from an identity that is not a node is left alone under nonNodeRequesters=ignore",
@@ -686,9 +733,16 @@ func TestEvaluateServing(t *testing.T) {
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNode},
 		},
 		{
-			name:  "a requester outside system:nodes is denied",
+			name:  "a requester named like the node but in no node or bootstrap group is denied as suspicious",
 			csr:   servingN1(),
 			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Groups = []string{"system:authenticated"} },
+			facts: approver.Facts{Node: n1},
+			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotNodeOrBootstrap, Suspicion: approver.SuspicionNotNodeOrBootstrap},
+		},
+		{
+			name:  "a bootstrapper named like the node, outside system:nodes, is denied",
+			csr:   servingN1(),
+			edit:  func(c *certificatesv1.CertificateSigningRequest) { c.Spec.Groups = pki.BootstrapGroups },
 			facts: approver.Facts{Node: n1},
 			want:  approver.Decision{Verdict: approver.Deny, Reason: approver.ReasonRequesterNotInSystemNodes},
 		},

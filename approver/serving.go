@@ -305,6 +305,7 @@ func checkServingNode(v *Review, f *Facts) (d *Decision, viaDNS bool) {
 	for _, key := range v.claimKeys {
 		if others := f.Claimants[key]; len(others) > 0 {
 			d := deny(ReasonSANOwnedByOtherNode, fmt.Sprintf("%s is an address of Node %q; a node may only hold a certificate for its own addresses that no other Node lists.", key, others[0]))
+			d.Suspicion = SuspicionOtherNodesAddress
 			return &d, false
 		}
 	}

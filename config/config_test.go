@@ -102,6 +102,12 @@ func TestValidation(t *testing.T) {
 		{"a shared CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {sharedCIDRs: [nat]}\n", []string{"approver.kubeletServing.sharedCIDRs[0]"}},
 		{"a denied CIDR that does not parse is refused", header + "approver:\n  kubeletServing: {deniedCIDRs: [10.96.0.1]}\n", []string{"approver.kubeletServing.deniedCIDRs[0]"}},
 		{"a zero DNS timeout is refused when resolution is on", header + "approver:\n  kubeletServing: {dnsResolution: {enabled: true, timeout: 0s}}\n", []string{"approver.kubeletServing.dnsResolution.timeout"}},
+		{"a start-up taint key that is not a qualified name is refused", header + "approver:\n  kubeletServing: {startupTaint: {key: \"bad key\", effect: NoSchedule}}\n", []string{"approver.kubeletServing.startupTaint.key"}},
+		{"a start-up taint needs a known effect", header + "approver:\n  kubeletServing: {startupTaint: {key: node.example.com/no-cert}}\n", []string{"approver.kubeletServing.startupTaint.effect: Unsupported value: \"\""}},
+		{"an audit more often than every minute is refused", header + "audit: {enabled: true, interval: 30s}\n", []string{"audit.interval: Invalid value: \"30s\": must be at least 1m0s"}},
+		{"an audit timeout over 30s is refused", header + "audit: {enabled: true, timeout: 1m}\n", []string{"audit.timeout"}},
+		{"an audit without concurrency is refused", header + "audit: {enabled: true, concurrency: 0}\n", []string{"audit.concurrency"}},
+		{"an audit needs the kubelet-serving signer's CA", header + "audit: {enabled: true}\nsigners: []\n", []string{"audit.enabled"}},
 		{"an unknown signer is refused", header + "signers: [{name: example.com/x}]\n", []string{"signers[0].name: Unsupported value"}},
 		{"a repeated signer is refused", header + "signers: [{name: kubernetes.io/kubelet-serving}, {name: kubernetes.io/kubelet-serving}]\n", []string{"signers[1].name: Duplicate value"}},
 		{"a signer without CA files is refused", header + "ca: {certFile: \"\", keyFile: \"\"}\nsigners: [{name: kubernetes.io/kubelet-serving}]\n", []string{"ca.certFile: Required value", "ca.keyFile: Required value"}},
@@ -113,6 +119,10 @@ func TestValidation(t *testing.T) {
 		{"two signers cannot share a trust ConfigMap", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {configMap: {namespace: a, name: ca}}}, {name: kubernetes.io/kube-apiserver-client-kubelet, trustBundle: {enabled: true, configMap: {namespace: a, name: ca}}}]\n", []string{"signers[1].trustBundle.configMap: Duplicate value"}},
 		{"a disabled trust bundle is not checked", header + "signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {enabled: false, name: Bad_Name}}]\n", nil},
 		{"a negative backdate is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, backdate: -1m}]\n", []string{"signers[0].backdate"}},
+		{"a jitter without a percent sign is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"0.1\"}]\n", []string{"signers[0].jitter: Invalid value: \"0.1\": must be a percentage such as 10%"}},
+		{"a negative jitter is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"-5%\"}]\n", []string{"signers[0].jitter"}},
+		{"a jitter in exponent form is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"1e1%\"}]\n", []string{"signers[0].jitter"}},
+		{"a jitter over half the lifetime is refused", header + "signers: [{name: kubernetes.io/kubelet-serving, jitter: \"50.5%\"}]\n", []string{"signers[0].jitter: Invalid value: \"50.5%\": must be at most 50%"}},
 		{"a cleaner interval under a second is refused", header + "cleaner: {interval: 100ms}\n", []string{"cleaner.interval: Invalid value: \"100ms\": must be at least 1s"}},
 		{"a pending age under the approver's grace period is refused", header + "approver: {gracePeriod: 1h}\ncleaner: {deletePendingAfter: 30m}\n", []string{"must be at least approver.gracePeriod (1h0m0s)"}},
 		{"a pending age under 15m is refused", header + "cleaner: {deletePendingAfter: 5m}\n", []string{"cleaner.deletePendingAfter"}},
@@ -199,6 +209,7 @@ signers:
     backdate: 0s
     includeChain: true
     trustBundle: {name: v2, configMap: {namespace: kube-system}}
+    jitter: 12.5%
   - name: kubernetes.io/kube-apiserver-client
     ca: {certFile: /ca/client.crt, keyFile: /ca/client.key, trustFile: /ca/next.crt}
   - name: kubernetes.io/kube-apiserver-client-kubelet
@@ -236,7 +247,7 @@ signers:
 		t.Errorf("shared CIDRs: %v", p.Serving.SharedPrefixes)
 	}
 	want := []signer.Config{
-		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true,
+		{Name: "kubernetes.io/kubelet-serving", CertFile: "/ca/all.crt", KeyFile: "/ca/all.key", Duration: 24 * time.Hour, MinDuration: 10 * time.Minute, Backdate: 0, IncludeChain: true, Jitter: 0.125,
 			Bundle: &signer.Bundle{Name: "kubernetes.io:kubelet-serving:v2", ConfigMapNamespace: "kube-system", ConfigMapName: "kubelet-serving-ca"}},
 		// The client signers publish no bundle unless asked.
 		{Name: "kubernetes.io/kube-apiserver-client", CertFile: "/ca/client.crt", KeyFile: "/ca/client.key", TrustFile: "/ca/next.crt", Duration: signer.DefaultDuration, MinDuration: signer.DefaultMinDuration, Backdate: signer.DefaultBackdate},

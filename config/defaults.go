@@ -77,6 +77,7 @@ func Default() *ControllerConfig {
 			DeleteExpired:               true,
 			Interval:                    duration(time.Minute),
 		},
+		Audit: Audit{Interval: duration(10 * time.Minute), Timeout: duration(5 * time.Second), Concurrency: 8},
 		Manager: Manager{
 			Workers:     Workers{Approver: 16, Signer: 16, Cleaner: 2},
 			ClientQPS:   1000,

@@ -143,6 +143,10 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 				bundle.ConfigMapNamespace, bundle.ConfigMapName = tb.ConfigMap.Namespace, tb.ConfigMap.Name
 			}
 		}
+		jitter, err := parseJitter(s.Jitter)
+		if err != nil {
+			panic(fmt.Sprintf("config not validated: jitter %q: %v", s.Jitter, err))
+		}
 		out = append(out, signer.Config{
 			Name:         s.Name,
 			CertFile:     ca.CertFile,
@@ -153,6 +157,7 @@ func (c *ControllerConfig) SignerConfigs() []signer.Config {
 			MinDuration:  s.MinDuration.Duration,
 			Backdate:     s.Backdate.Duration,
 			IncludeChain: s.IncludeChain,
+			Jitter:       jitter,
 		})
 	}
 	return out

@@ -31,6 +31,22 @@ type ControllerConfig struct {
 	Cleaner Cleaner `json:"cleaner"`
 	// Manager tunes the controller process.
 	Manager Manager `json:"manager"`
+	// Audit dials each Node's kubelet and checks the certificate it serves.
+	Audit Audit `json:"audit"`
+}
+
+// Audit configures the audit of the certificates kubelets serve: whether
+// each chains to the kubelet-serving signer's CA, names system:node:<name>
+// (what KEP-4872 will require) and covers the Node's addresses, and when it
+// expires.
+type Audit struct {
+	Enabled bool `json:"enabled"`
+	// Interval between passes; each Node is dialled at most once a pass.
+	Interval metav1.Duration `json:"interval"`
+	// Timeout bounds one connection and TLS handshake.
+	Timeout metav1.Duration `json:"timeout"`
+	// Concurrency bounds the connections in flight.
+	Concurrency int `json:"concurrency"`
 }
 
 // Approver is the approval policy.
@@ -142,6 +158,17 @@ type KubeletServing struct {
 	// DNSResolution requires names admitted by dnsSuffixes or dnsPatterns to
 	// resolve to one of the Node's IP addresses.
 	DNSResolution DNSResolution `json:"dnsResolution"`
+	// StartupTaint, when set, is removed from a Node once its serving
+	// certificate is issued (the kubelet's --register-with-taints or a
+	// provisioner put it there), so that no pod lands before kubectl logs,
+	// exec and metrics scraping work. It is never added. Needs nodes patch.
+	StartupTaint *StartupTaint `json:"startupTaint,omitempty"`
+}
+
+// StartupTaint names a taint by its key and effect (any value matches).
+type StartupTaint struct {
+	Key    string `json:"key"`
+	Effect string `json:"effect"`
 }
 
 // DNSResolution configures the optional DNS check.
@@ -180,6 +207,11 @@ type Signer struct {
 	// IncludeChain appends the CA file's issuers after the leaf in
 	// status.certificate.
 	IncludeChain bool `json:"includeChain,omitempty"`
+	// Jitter ("10%", at most "50%") shortens each node's certificates by a
+	// fixed share of that fraction, a hash of the node name and the signer,
+	// never below minDuration, so that nodes that joined together renew at
+	// different times. Empty or "0%": every certificate lives duration.
+	Jitter string `json:"jitter,omitempty"`
 	// TrustBundle publishes the signer's CA certificates for verifiers.
 	TrustBundle TrustBundle `json:"trustBundle"`
 }

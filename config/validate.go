@@ -5,9 +5,11 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -24,6 +26,8 @@ const (
 )
 
 var ecdsaCurves = []string{"P-256", "P-384", "P-521"}
+
+var taintEffects = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
 
 // Validate checks c (defaults already applied) and returns every problem with
 // its field path, and warnings about settings that work but deserve a look.
@@ -42,7 +46,27 @@ func Validate(c *ControllerConfig) (field.ErrorList, []string) {
 	errs, warns = append(errs, e...), append(warns, w...)
 	errs = append(errs, validateCleaner(&c.Cleaner, c.Approver.GracePeriod.Duration, field.NewPath("cleaner"))...)
 	errs = append(errs, validateManager(&c.Manager, field.NewPath("manager"))...)
+	errs = append(errs, validateAudit(c, field.NewPath("audit"))...)
 	return errs, warns
+}
+
+func validateAudit(c *ControllerConfig, p *field.Path) field.ErrorList {
+	a := &c.Audit
+	if !a.Enabled {
+		return nil
+	}
+	errs := positiveDuration(p.Child("interval"), a.Interval.Duration, time.Minute)
+	errs = append(errs, positiveDuration(p.Child("timeout"), a.Timeout.Duration, 0)...)
+	if a.Timeout.Duration > 30*time.Second {
+		errs = append(errs, field.Invalid(p.Child("timeout"), a.Timeout.Duration.String(), "must be at most 30s"))
+	}
+	if a.Concurrency < 1 || a.Concurrency > 64 {
+		errs = append(errs, field.Invalid(p.Child("concurrency"), a.Concurrency, "must be between 1 and 64"))
+	}
+	if !slices.ContainsFunc(c.Signers, func(s Signer) bool { return s.Name == certificatesv1.KubeletServingSignerName }) {
+		errs = append(errs, field.Invalid(p.Child("enabled"), true, "the audit checks served certificates against the kubernetes.io/kubelet-serving signer's CA: list that signer"))
+	}
+	return errs
 }
 
 func validateApprover(a *Approver, p *field.Path) (field.ErrorList, []string) {
@@ -156,6 +180,15 @@ func validateServing(ks *KubeletServing, s *field.Path) (field.ErrorList, []stri
 			}
 		}
 	}
+	if t := ks.StartupTaint; t != nil {
+		tp := s.Child("startupTaint")
+		for _, msg := range validation.IsQualifiedName(t.Key) {
+			errs = append(errs, field.Invalid(tp.Child("key"), t.Key, msg))
+		}
+		if !slices.Contains(taintEffects, t.Effect) {
+			errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect, taintEffects))
+		}
+	}
 	extraNames := len(ks.DNSSuffixes) > 0 || len(ks.DNSPatterns) > 0
 	switch {
 	case ks.DNSResolution.Enabled:
@@ -231,6 +264,9 @@ func validateSigners(c *ControllerConfig, p *field.Path) (field.ErrorList, []str
 				errs = append(errs, field.Duplicate(sp.Child("trustBundle", "configMap"), cm.Namespace+"/"+cm.Name+" (also "+other+"'s)"))
 			}
 			configMaps[*cm] = s.Name
+		}
+		if _, err := parseJitter(s.Jitter); err != nil {
+			errs = append(errs, field.Invalid(sp.Child("jitter"), s.Jitter, err.Error()))
 		}
 	}
 	if len(c.Signers) == 0 {
@@ -323,6 +359,27 @@ func validateManager(m *Manager, p *field.Path) field.ErrorList {
 		errs = append(errs, field.Invalid(lp.Child("leaseDuration"), le.LeaseDuration.Duration.String(), "must be greater than renewDeadline"))
 	}
 	return errs
+}
+
+var percentage = regexp.MustCompile(`^[0-9]{1,3}(\.[0-9]{1,3})?%$`)
+
+// parseJitter reads a signer's jitter, a percentage such as "10%" or
+// "2.5%", as a fraction; "" is 0.
+func parseJitter(s string) (float64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if !percentage.MatchString(s) {
+		return 0, fmt.Errorf("must be a percentage such as 10%%")
+	}
+	pct, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil {
+		return 0, fmt.Errorf("must be a percentage such as 10%%")
+	}
+	if pct > signer.MaxJitter*100 {
+		return 0, fmt.Errorf("must be at most %g%%", signer.MaxJitter*100)
+	}
+	return pct / 100, nil
 }
 
 // positiveDuration requires d > 0 and, when floor > 0, d >= floor.

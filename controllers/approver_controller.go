@@ -40,7 +40,10 @@ type ApproverOptions struct {
 	// SubjectAccessReview counts only from a ready server. Setup fills it
 	// with GET /readyz.
 	APIServerReady func(ctx context.Context) error
-	Now            func() time.Time
+	// StartupTaint, when set, is the taint a Node keeps until its serving
+	// certificate is issued: a denial says so on the Node too.
+	StartupTaint *corev1.Taint
+	Now          func() time.Time
 }
 
 // ApproverReconciler approves or denies kubelet CSRs: it gathers the facts
@@ -205,6 +208,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 			o.count("ignore")
 			r.event(csr, corev1.EventTypeNormal, EventLeftPending, d)
 			o.log("left pending", 0)
+			o.flag()
 		}
 		return ctrl.Result{}, false, nil
 	case approver.Retry:
@@ -272,6 +276,7 @@ func (r *ApproverReconciler) reportDryRun(o outcome) {
 	}
 	r.event(o.csr, eventType, reason, approver.Decision{Reason: o.d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + o.d.Message})
 	o.log("dry run: would "+verdict, 0)
+	o.flag()
 }
 
 // writeDecision writes the Approved or Denied condition.
@@ -286,7 +291,25 @@ func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) (bool, erro
 	r.Metrics.DecisionLatency.WithLabelValues(csr.Spec.SignerName, verdict).Observe(since(csr.CreationTimestamp.Time, now))
 	r.event(csr, eventType, eventReason, o.d)
 	o.log(string(condition), 0)
+	o.flag()
+	if t := r.Options.StartupTaint; t != nil && o.d.Verdict == approver.Deny && o.in.Kind == approver.KindServing && o.in.NodeName != "" {
+		warnTainted(o.ctx, r.Client, r.Recorder, t, o.in.NodeName, csr.Name, o.d.Reason)
+	}
 	return true, nil
+}
+
+// flag reports a suspicious request, once per decision reported: the
+// metric, a Warning Event of its own (the decision's Event says what was
+// decided, this one that someone may be after a node's credentials) and a
+// log line.
+func (o outcome) flag() {
+	if o.d.Suspicion == "" {
+		return
+	}
+	o.r.Metrics.Suspicious.WithLabelValues(o.csr.Spec.SignerName, string(o.d.Suspicion)).Inc()
+	o.r.Recorder.Eventf(o.csr, nil, corev1.EventTypeWarning, EventSuspiciousRequest, eventActionApprove,
+		"%s: requested by %q (groups %q) for node %q: %s", o.d.Suspicion, o.csr.Spec.Username, o.csr.Spec.Groups, o.in.NodeName, o.d.Message)
+	o.log("suspicious request", 0)
 }
 
 func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, typ, reason string, d approver.Decision) {

@@ -106,18 +106,23 @@ func TestServingCSRForAnAddressAnotherNodeListsIsDenied(t *testing.T) {
 	}
 }
 
+// unboundBootstrapper is a bootstrap token user outside the group that
+// RBAC lets create node client CSRs (kubeadm binds a token's extra group).
+const unboundBootstrapper = "system:bootstrap:unbound"
+
 func TestUnauthorisedClientCSRIsDenied(t *testing.T) {
 	h := start(t, nil)
-	// alice may create CSRs but holds neither nodeclient nor selfnodeclient.
-	revoke, err := env.AllowToFileCSRs(context.Background(), "alice")
+	// The bootstrapper may create CSRs but holds neither nodeclient nor
+	// selfnodeclient.
+	revoke, err := env.AllowToFileCSRs(context.Background(), unboundBootstrapper)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(revoke)
-	c := h.create(as("alice"), named(pki.ClientRenewal("victim-1"), "unauthorised-client"))
+	c := h.create(as(unboundBootstrapper), named(pki.ClientRenewal("victim-1"), "unauthorised-client"))
 	got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
-	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, `"alice"`) {
-		t.Errorf("want NotAuthorized naming alice, got %s: %s", d.Reason, d.Message)
+	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, unboundBootstrapper) {
+		t.Errorf("want NotAuthorized naming %s, got %s: %s", unboundBootstrapper, d.Reason, d.Message)
 	}
 	// Asked twice (the API server was ready), refused twice.
 	if n := h.counter("kubelet_csr_controller_authorization_reviews_total", map[string]string{"answer": "refused"}); n != 1 {
@@ -126,6 +131,45 @@ func TestUnauthorisedClientCSRIsDenied(t *testing.T) {
 	// (A node asking for another node's client certificate never gets here:
 	// the API server refuses to create it. The approver's own rule for it is
 	// covered by the approver package's tests.)
+}
+
+// NodeRestriction guards only node identities: a kubelet CSR from anyone
+// else, or a serving CSR for another Node's address, is flagged with a
+// Warning Event and counted, besides its denial.
+func TestSuspiciousRequestsAreFlagged(t *testing.T) {
+	h := start(t, nil)
+	revoke, err := env.AllowToFileCSRs(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(revoke)
+	h.registerNode("sus-victim", "10.2.2.2")
+	h.registerNode("sus-liar", "10.2.2.1")
+	stranger := h.create(as("alice"), named(pki.ClientRenewal("sus-victim"), "sus-stranger"))
+	liar := h.create(asNode("sus-liar"), named(pki.Serving("sus-liar", nil, pki.IPs("10.2.2.1", "10.2.2.2")), "sus-liar"))
+	honest := h.create(asNode("sus-victim"), named(pki.Serving("sus-victim", nil, pki.IPs("10.2.2.2")), "sus-honest"))
+	for _, tc := range []struct {
+		csr    *certificatesv1.CertificateSigningRequest
+		reason string
+		kind   approver.Suspicion
+	}{
+		{stranger, approver.ReasonRequesterNotNodeOrBootstrap, approver.SuspicionNotNodeOrBootstrap},
+		{liar, approver.ReasonSANOwnedByOtherNode, approver.SuspicionOtherNodesAddress},
+	} {
+		got := h.waitFor(tc.csr.Name, "denied", condition(certificatesv1.CertificateDenied))
+		if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != tc.reason {
+			t.Errorf("%s: want Denied/%s, got %s: %s", tc.csr.Name, tc.reason, d.Reason, d.Message)
+		}
+		h.waitForEvent(tc.csr.Name, "Warning SuspiciousRequest: "+string(tc.kind))
+		labels := map[string]string{"signer": tc.csr.Spec.SignerName, "kind": string(tc.kind)}
+		if n := h.counter("kubelet_csr_controller_suspicious_requests_total", labels); n != 1 {
+			t.Errorf("suspicious_requests_total%v = %v, want 1", labels, n)
+		}
+	}
+	h.waitFor(honest.Name, "issued", issued)
+	if n := h.countEvents(honest.Name, controllers.EventSuspiciousRequest); n != 0 {
+		t.Errorf("an honest node's CSR got %d SuspiciousRequest Events", n)
+	}
 }
 
 func TestMalformedClientCSRIsDeniedWithTheRule(t *testing.T) {
@@ -437,7 +481,7 @@ func TestARefusalStandsWhenReadinessCannotHelp(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			revoke, err := env.AllowToFileCSRs(context.Background(), "mallory")
+			revoke, err := env.AllowToFileCSRs(context.Background(), unboundBootstrapper)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -446,7 +490,7 @@ func TestARefusalStandsWhenReadinessCannotHelp(t *testing.T) {
 				o.Approver.Policy.GracePeriod = tc.grace
 				o.Approver.APIServerReady = func(context.Context) error { return tc.ready }
 			})
-			c := h.create(as("mallory"), named(pki.ClientRenewal("victim-1"), fmt.Sprintf("mallory-%d", i)))
+			c := h.create(as(unboundBootstrapper), named(pki.ClientRenewal("victim-1"), fmt.Sprintf("unbound-%d", i)))
 			got := h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
 			if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonNotAuthorized || !strings.Contains(d.Message, tc.wantMessage) {
 				t.Errorf("want NotAuthorized saying %q, got %s: %s", tc.wantMessage, d.Reason, d.Message)

@@ -13,7 +13,7 @@ import (
 
 // CacheOptions keep the informer cache lean: no managedFields on anything,
 // of a Node only what decisions read (its name and addresses; Node objects
-// carry large image lists and conditions), of a decided CSR only what is
+// carry large image lists and conditions), its taints and its kubelet port, of a decided CSR only what is
 // still read. Reads return the cache's
 // own objects rather than deep copies: the reconcilers only read them and
 // copy before they write.
@@ -79,6 +79,7 @@ func slimNode(o any) (any, error) {
 			CreationTimestamp: n.CreationTimestamp,
 			DeletionTimestamp: n.DeletionTimestamp,
 		},
-		Status: corev1.NodeStatus{Addresses: n.Status.Addresses},
+		Spec:   corev1.NodeSpec{Taints: n.Spec.Taints},                                                      // the start-up taint's
+		Status: corev1.NodeStatus{Addresses: n.Status.Addresses, DaemonEndpoints: n.Status.DaemonEndpoints}, // the audit's
 	}, nil
 }

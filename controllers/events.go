@@ -31,8 +31,12 @@ const (
 	EventSigningFailed        = "SigningFailed"
 	EventSigningError         = "SigningError"
 	EventCertificateShortened = "CertificateShortened"
-	eventActionApprove        = "Approve"
-	eventActionSign           = "Sign"
+	EventSuspiciousRequest    = "SuspiciousRequest"
+	// EventServingCertificateAudit: a Node whose kubelet serves a
+	// certificate the audit refuses.
+	EventServingCertificateAudit = "ServingCertificateAudit"
+	eventActionApprove           = "Approve"
+	eventActionSign              = "Sign"
 )
 
 // Signer failure reasons: the Failed condition's, and the retried one of

@@ -34,6 +34,11 @@ type Metrics struct {
 	Reviews          *prometheus.CounterVec
 	TrustAnchors     *prometheus.GaugeVec
 	TrustFailures    *prometheus.CounterVec
+	Suspicious       *prometheus.CounterVec
+	// The served-certificate audit's.
+	AuditNodes          *prometheus.GaugeVec
+	AuditEarliestExpiry prometheus.Gauge
+	AuditPasses         prometheus.Counter
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -93,6 +98,22 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "trust_bundle_publish_failures_total",
 			Help: "Trust bundle publications that failed (retried), by signer and object (clustertrustbundle, configmap).",
 		}, []string{"signer", "object"}),
+		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "suspicious_requests_total",
+			Help: "Kubelet CSRs that look like an attempt on a node's credentials, by signer and kind: not-node-or-bootstrap (the requester is neither a node nor a bootstrapper), other-nodes-address (a serving CSR for an address another Node lists).",
+		}, []string{"signer", "kind"}),
+		AuditNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "audit_nodes",
+			Help: "Nodes by the outcome of the last audit of the certificate their kubelet serves: ok, no_endpoint, unreachable, untrusted, wrong_common_name, sans_missing, expired.",
+		}, []string{"outcome"}),
+		AuditEarliestExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "audit_earliest_not_after_timestamp_seconds",
+			Help: "The earliest expiry among the certificates kubelets served at the last audit, as a Unix timestamp.",
+		}),
+		AuditPasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "audit_passes_total",
+			Help: "Audits of the certificates kubelets serve.",
+		}),
 	}
 }
 
@@ -103,7 +124,8 @@ func NewMetrics() *Metrics {
 // process in the binary; tests start several).
 func (m *Metrics) register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	all := []prometheus.Collector{m.Decisions, m.DecisionLatency, m.Issued, m.SigningFailures, m.IssuanceLatency,
-		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.TrustAnchors, m.TrustFailures}
+		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.TrustAnchors, m.TrustFailures,
+		m.Suspicious, m.AuditNodes, m.AuditEarliestExpiry, m.AuditPasses}
 	for _, c := range append(all, collectors...) {
 		if err := replace(reg, c); err != nil {
 			return err
@@ -121,6 +143,19 @@ func (m *Metrics) initSigners(names []string) {
 		m.CAReloadFailures.WithLabelValues(s)
 		for _, reason := range []string{ReasonSignerValidation, failureReasonCA} {
 			m.SigningFailures.WithLabelValues(s, reason)
+		}
+	}
+}
+
+// initSuspicious creates the series of suspicious requests at zero for the
+// kubelet signers p approves, so that an alert on increase() sees the first.
+func (m *Metrics) initSuspicious(p *approver.Policy) {
+	if p.Handles(approver.KindNodeClient) {
+		m.Suspicious.WithLabelValues(certificatesv1.KubeAPIServerClientKubeletSignerName, string(approver.SuspicionNotNodeOrBootstrap))
+	}
+	if p.Handles(approver.KindServing) {
+		for _, s := range approver.Suspicions {
+			m.Suspicious.WithLabelValues(certificatesv1.KubeletServingSignerName, string(s))
 		}
 	}
 }

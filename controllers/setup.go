@@ -2,11 +2,14 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -32,6 +35,12 @@ type Options struct {
 	Now func() time.Time
 	// Recorder names the Events' reporting controller.
 	RecorderName string
+	// StartupTaint, when set, is lifted from each Node once its serving
+	// certificate is issued (approver.kubeletServing.startupTaint).
+	StartupTaint *corev1.Taint
+	// Audit, when set, audits the certificates kubelets serve against the
+	// kubelet-serving signer's CA.
+	Audit *AuditOptions
 }
 
 // withDefaults fills what o leaves out.
@@ -52,6 +61,7 @@ func (o Options) withDefaults() Options {
 		o.RecorderName = "kubelet-csr-controller"
 	}
 	o.Approver.Now, o.Signer.Now = o.Now, o.Now
+	o.Approver.StartupTaint = o.StartupTaint
 	if o.Approver.Resolver == nil {
 		o.Approver.Resolver = net.DefaultResolver
 	}
@@ -73,6 +83,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	signers := newSignerTable(o.Signer.Signers, &o.Approver.Policy)
 	m := NewMetrics()
 	m.initSigners(signers.names)
+	m.initSuspicious(&o.Approver.Policy)
 	if err := IndexFields(ctx, mgr.GetFieldIndexer(), &o.Approver.Policy); err != nil {
 		return err
 	}
@@ -115,6 +126,21 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			return fmt.Errorf("set up the signer: %w", err)
 		}
 	}
+	if o.StartupTaint != nil {
+		tr := &TaintReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Taint: *o.StartupTaint, Now: o.Now}
+		if err := tr.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the start-up taint: %w", err)
+		}
+	}
+	if o.Audit != nil {
+		ca, ok := signers.cas[certificatesv1.KubeletServingSignerName]
+		if !ok {
+			return errors.New("the served-certificate audit needs the kubernetes.io/kubelet-serving signer")
+		}
+		if err := mgr.Add(&Auditor{Client: mgr.GetClient(), Recorder: recorder, Metrics: m, Options: *o.Audit, Roots: ca.Pool, Now: o.Now, Log: ctrl.Log.WithName("audit")}); err != nil {
+			return fmt.Errorf("set up the audit: %w", err)
+		}
+	}
 	if o.Cleaner != nil {
 		co := *o.Cleaner
 		co.Now = o.Now
@@ -131,6 +157,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := m.register(o.Registry, pending, newCACollector(signers, o.Now)); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	ctrl.Log.WithName("setup").Info("controllers set up", "signers", signers.names, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil)
+	ctrl.Log.WithName("setup").Info("controllers set up", "signers", signers.names, "dryRun", o.Approver.DryRun, "cleaner", o.Cleaner != nil, "startupTaint", o.StartupTaint != nil)
 	return nil
 }

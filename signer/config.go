@@ -28,6 +28,9 @@ type Config struct {
 	Duration, MinDuration time.Duration
 	// Backdate moves NotBefore into the past to absorb clock skew.
 	Backdate time.Duration
+	// Jitter is the largest fraction (0 to MaxJitter) by which a node's
+	// certificates are shortened, each node by its own fixed share of it.
+	Jitter float64
 	// IncludeChain appends the CA file's issuers to status.certificate.
 	IncludeChain bool
 	// Bundle, when set, is where the signer's trust anchors are published.
@@ -39,4 +42,7 @@ const (
 	DefaultDuration    = 365 * 24 * time.Hour
 	DefaultMinDuration = 10 * time.Minute
 	DefaultBackdate    = 5 * time.Minute
+	// MaxJitter bounds Jitter: beyond half a lifetime, spreading renewals
+	// costs more in signing than it saves in bursts.
+	MaxJitter = 0.5
 )

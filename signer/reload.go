@@ -3,6 +3,7 @@ package signer
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -45,6 +46,21 @@ func NewFileCA(certFile, keyFile string, onReload func(ca *CA, err error)) *File
 
 // Current returns the CA in use, or nil when none has loaded yet.
 func (f *FileCA) Current() *CA { return f.current.Load() }
+
+// Pool returns the current CA as the roots that the certificates it issues
+// verify against, or nil while none is loaded.
+func (f *FileCA) Pool() *x509.CertPool {
+	ca := f.Current()
+	if ca == nil {
+		return nil
+	}
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	for _, a := range ca.Anchors() {
+		p.AddCert(a) // the root, and the next CA of a rotation
+	}
+	return p
+}
 
 // Reload reads the files now. It returns the load error, if any; the CA in
 // use changes only on success.

@@ -49,7 +49,7 @@ func SignParsed(ca *CA, csr *certificatesv1.CertificateSigningRequest, req *x509
 	if err != nil {
 		return nil, err
 	}
-	life, err := ComputeLifetime(now, csr.Spec.ExpirationSeconds, c, ca)
+	life, err := ComputeLifetime(now, csr.Spec.ExpirationSeconds, req.Subject.CommonName, c, ca)
 	if err != nil {
 		return nil, err
 	}

@@ -71,13 +71,9 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	// The approver's options exactly as the controller builds them.
 	ao := controllerOptions(cfg).Approver
 	policy := ao.Policy
-	var nodes []*corev1.Node
-	for _, path := range nodeFiles {
-		read, err := readNodes(path)
-		if err != nil {
-			return err
-		}
-		nodes = append(nodes, read...)
+	nodes, err := readNodeFiles(nodeFiles)
+	if err != nil {
+		return err
 	}
 	var assumed []string
 	sources := &controllers.Sources{
@@ -102,6 +98,9 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "csr:      %s\nsigner:   %s\nnode:     %s\ndecision: %s\nreason:   %s\nmessage:  %s\n",
 		csr.Name, csr.Spec.SignerName, in.NodeName, d.Verdict, d.Reason, d.Message)
+	if d.Suspicion != "" {
+		fmt.Fprintf(out, "suspect:  %s (the controller counts it and records a Warning Event)\n", d.Suspicion)
+	}
 	for _, a := range assumed {
 		fmt.Fprintf(out, "assumed:  %s\n", a)
 	}
@@ -109,6 +108,19 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 		return &notApprovedError{verdict: d.Verdict.String() + " (" + d.Reason + ")"}
 	}
 	return nil
+}
+
+// readNodeFiles reads the Nodes of every --node file.
+func readNodeFiles(paths []string) ([]*corev1.Node, error) {
+	var nodes []*corev1.Node
+	for _, path := range paths {
+		read, err := readNodes(path)
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, read...)
+	}
+	return nodes, nil
 }
 
 // readNodes reads a Node or a list of Nodes.

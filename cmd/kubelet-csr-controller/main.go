@@ -5,6 +5,8 @@
 //	kubelet-csr-controller [flags]                    run the controller
 //	kubelet-csr-controller check --config FILE [--node node.yaml] csr.yaml
 //	                                                  decide one CSR offline
+//	kubelet-csr-controller audit --config FILE [--kubeconfig FILE | --node nodes.yaml]
+//	                                                  audit the certificates kubelets serve
 package main
 
 import (
@@ -30,7 +32,7 @@ const (
 	exitOK       = 0
 	exitFailure  = 1
 	exitUsage    = 2 // bad flags or configuration: nothing was started
-	exitNotAllow = 3 // check: the CSR would not be approved
+	exitNotAllow = 3 // check: the CSR would not be approved; audit: a node failed
 )
 
 // usageError is a mistake in how the binary was called.
@@ -47,10 +49,11 @@ func exitCode(err error) int {
 	var u *usageError
 	var c *config.Error
 	var n *notApprovedError
+	var a *auditFailedError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &n):
+	case errors.As(err, &n), errors.As(err, &a):
 		return exitNotAllow
 	case errors.As(err, &u), errors.As(err, &c):
 		fmt.Fprintln(os.Stderr, "kubelet-csr-controller:", err)

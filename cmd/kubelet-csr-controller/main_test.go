@@ -226,6 +226,9 @@ status:
 	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   SANNotOwnedByNode") {
 		t.Errorf("want exit %d with SANNotOwnedByNode, got %v:\n%s", exitNotAllow, err, out.String())
 	}
+	if strings.Contains(out.String(), "suspect:") {
+		t.Errorf("an address no Node lists is a mistake, not a suspect:\n%s", out.String())
+	}
 	out.Reset()
 	err = runCheck(context.Background(), []string{good}, &out)
 	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   NodeNotFound") {
@@ -243,8 +246,8 @@ items:
 `)
 	out.Reset()
 	err = runCheck(context.Background(), []string{"--node", nodes, good}, &out)
-	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   SANOwnedByOtherNode") {
-		t.Errorf("want SANOwnedByOtherNode from a node list; got %v:\n%s", err, out.String())
+	if exitCode(err) != exitNotAllow || !strings.Contains(out.String(), "reason:   SANOwnedByOtherNode") || !strings.Contains(out.String(), "suspect:  other-nodes-address") {
+		t.Errorf("want a suspect SANOwnedByOtherNode from a node list; got %v:\n%s", err, out.String())
 	}
 }
 

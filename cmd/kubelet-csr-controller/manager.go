@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -123,6 +124,12 @@ func controllerOptions(cfg *config.ControllerConfig) controllers.Options {
 			Signers: cfg.SignerConfigs(),
 			Workers: cfg.Manager.Workers.Signer,
 		},
+	}
+	if t := cfg.Approver.KubeletServing.StartupTaint; t != nil {
+		o.StartupTaint = &corev1.Taint{Key: t.Key, Effect: corev1.TaintEffect(t.Effect)}
+	}
+	if a := cfg.Audit; a.Enabled {
+		o.Audit = &controllers.AuditOptions{Interval: a.Interval.Duration, Timeout: a.Timeout.Duration, Concurrency: a.Concurrency}
 	}
 	if c := cfg.Cleaner; c.Enabled {
 		o.Cleaner = &controllers.CleanerOptions{

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
@@ -64,7 +65,7 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 		return nil, &usageError{msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return nil, &usageError{msg: fmt.Sprintf("unexpected arguments %q; did you mean the check subcommand?", fs.Args())}
+		return nil, &usageError{msg: fmt.Sprintf("unexpected arguments %q; did you mean the check or audit subcommand?", fs.Args())}
 	}
 	if f.metricsCertDir != "" && !f.metricsSecure {
 		return nil, &usageError{msg: "--metrics-cert-dir needs --metrics-secure"}
@@ -84,6 +85,9 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "check" {
 		return runCheck(ctx, args[1:], os.Stdout)
+	}
+	if len(args) > 0 && args[0] == "audit" {
+		return runAudit(ctx, args[1:], os.Stdout, time.Now)
 	}
 	f, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -5,12 +5,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
@@ -21,6 +23,10 @@ import (
 // approveOnly is the install for a managed cluster, where there is no CA key
 // to give: no signers and no ca values.
 const approveOnly = "config: {signers: []}"
+
+// approveOnlyTainted is approveOnly for nodes that register with a
+// start-up taint: the release lifts it once another signer has issued.
+const approveOnlyTainted = "config: {signers: [], approver: {kubeletServing: {startupTaint: {key: example.com/no-serving-cert, effect: NoSchedule}}}}"
 
 func TestApproveOnlyRendersNoCAAndNoSigningRights(t *testing.T) {
 	t.Parallel()
@@ -64,13 +70,14 @@ func TestApproveOnlyRendersNoCAAndNoSigningRights(t *testing.T) {
 }
 
 // TestApproveOnlyInstallsIntoARealAPIServer installs the approve-only
-// release with no CA Secret anywhere and runs the controller binary as its
-// ServiceAccount: serving CSRs are approved, nothing is signed, and the
-// ServiceAccount may not sign.
+// release (with a start-up taint) with no CA Secret anywhere and runs the
+// controller binary as its ServiceAccount: serving CSRs are approved,
+// nothing is signed, the ServiceAccount may not sign, and once another
+// signer issues, the Node's start-up taint is lifted.
 func TestApproveOnlyInstallsIntoARealAPIServer(t *testing.T) {
 	t.Parallel()
 	ctx, c, admin := startForInstall(t)
-	notes, err := helm(t, append([]string{"install", release, chartDir, "--namespace", namespace, "--kubeconfig", c.AdminKubeconfig}, valuesFile(t, approveOnly)...)...)
+	notes, err := helm(t, append([]string{"install", release, chartDir, "--namespace", namespace, "--kubeconfig", c.AdminKubeconfig}, valuesFile(t, approveOnlyTainted)...)...)
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, notes)
 	}
@@ -97,7 +104,8 @@ func TestApproveOnlyInstallsIntoARealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := c.RegisterNode(ctx, "node-a", "node-a", "10.0.0.1"); err != nil {
+	taint := corev1.Taint{Key: "example.com/no-serving-cert", Effect: corev1.TaintEffectNoSchedule}
+	if err := c.RegisterTaintedNode(ctx, "node-a", []corev1.Taint{taint}, "node-a", "10.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
 	obj, err := cluster.CreateCSR(ctx, c.Node("node-a"), pki.Serving("node-a", []string{"node-a"}, []net.IP{net.ParseIP("10.0.0.1")}))
@@ -112,6 +120,19 @@ func TestApproveOnlyInstallsIntoARealAPIServer(t *testing.T) {
 	if len(last.Status.Certificate) != 0 {
 		t.Errorf("%s was issued by an approve-only release", obj.Name)
 	}
+	// Another signer (the cloud's) issues; the release lifts the taint.
+	certPEM, _, err := c.CA.ClientCert("system:node:node-a", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last.Status.Certificate = certPEM
+	if _, err := admin.CertificatesV1().CertificateSigningRequests().UpdateStatus(ctx, last, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "node-a's start-up taint is lifted", func(ctx context.Context) (bool, error) {
+		n, err := admin.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		return err == nil && !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == taint.Key }), err
+	})
 
 	for _, attrs := range []authorizationv1.ResourceAttributes{
 		{Group: "certificates.k8s.io", Resource: "signers", Verb: "sign", Name: certificatesv1.KubeletServingSignerName},

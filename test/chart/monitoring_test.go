@@ -100,6 +100,7 @@ func TestPrometheusRuleAlertsOnWhatStopsKubeletsFromGettingCertificates(t *testi
 		"KubeletCSRCAExpiringSoon":     {"kubelet_csr_controller_ca_not_after_timestamp_seconds", "- time() < 30 * 24 * 3600"},
 		"KubeletCSRSigningFailures":    {"increase(kubelet_csr_controller_signing_failures_total[15m])", "> 0"},
 		"KubeletCSRCANotReady":         {"kubelet_csr_controller_ca_ready", "== 0"},
+		"KubeletCSRSuspiciousRequests": {"increase(kubelet_csr_controller_suspicious_requests_total[15m])", "> 0"},
 		"KubeletCSRControllerNoLeader": {"max(" + leader + ") < 1", "absent(" + leader + ")"},
 	}
 	withoutLeader := maps.Clone(all)
@@ -112,7 +113,7 @@ func TestPrometheusRuleAlertsOnWhatStopsKubeletsFromGettingCertificates(t *testi
 		values string
 		want   map[string][]string
 	}{
-		{"the defaults alert on pending CSRs, CA expiry, signing failures, CA readiness and a missing leader", monitoringOn, all},
+		{"the defaults alert on pending CSRs, CA expiry, signing failures, CA readiness, suspicious requests and a missing leader", monitoringOn, all},
 		{"without leader election there is no leader to alert on", monitoringOn + "replicaCount: 1\nleaderElection: {enabled: false}", withoutLeader},
 		{"the leader alert follows the Lease name", monitoringOn + "config: {manager: {leaderElection: {leaseName: my-lease}}}", customLease},
 	}

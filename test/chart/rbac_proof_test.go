@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -320,6 +321,10 @@ func forbidden(ctx context.Context, t *testing.T, c *cluster.Cluster, admin, sa 
 			}
 			other.Spec.TrustBundle = string(forgedCA.CertPEM)
 			_, err = sa.CertificatesV1().ClusterTrustBundles().Update(ctx, other, metav1.UpdateOptions{})
+			return err
+		}},
+		{"patching a Node (the defaults set no start-up taint)", func(ctx context.Context) error {
+			_, err := sa.CoreV1().Nodes().Patch(ctx, "node-a", types.JSONPatchType, []byte(`[{"op":"add","path":"/spec/taints","value":[]}]`), metav1.PatchOptions{})
 			return err
 		}},
 		{"listing Secrets in kube-system", func(ctx context.Context) error {

@@ -54,6 +54,7 @@ var (
 	tokenReviews = []string{"create authentication.k8s.io/tokenreviews"}
 	sarOnly      = []string{"create authorization.k8s.io/subjectaccessreviews"}
 	readNodes    = []string{"get core/nodes", "list core/nodes", "watch core/nodes"}
+	patchNodes   = []string{"patch core/nodes"}
 )
 
 func approve(signers ...string) []string {
@@ -159,6 +160,21 @@ func TestClusterRoleGrantsOnlyWhatTheConfigurationUses(t *testing.T) {
 			name:   "plain-HTTP metrics without client approval make no reviews at all",
 			values: "metrics: {secure: false}\nconfig: {approver: {nodeClient: {enabled: false}}}",
 			want:   grantSet(readCSRs, deleteCSRs, approve(serving), sign(serving, clientKubelet), trust(serving), readNodes),
+		},
+		{
+			name:   "a start-up taint lets it patch Nodes",
+			values: "config: {approver: {kubeletServing: {startupTaint: {key: example.com/no-cert, effect: NoSchedule}}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet, serving), sign(serving, clientKubelet), trust(serving), sar, readNodes, patchNodes, tokenReviews),
+		},
+		{
+			name:   "a start-up taint without serving approval still reads and patches Nodes",
+			values: "config: {approver: {kubeletServing: {enabled: false, startupTaint: {key: example.com/no-cert, effect: NoSchedule}}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar, readNodes, patchNodes, tokenReviews),
+		},
+		{
+			name:   "the audit reads Nodes even without serving approval",
+			values: "config: {audit: {enabled: true}, approver: {kubeletServing: {enabled: false}}}",
+			want:   grantSet(readCSRs, deleteCSRs, approve(clientKubelet), sign(serving, clientKubelet), trust(serving), sar, readNodes, tokenReviews),
 		},
 		{
 			name:   "without the cleaner CSRs cannot be deleted",

@@ -58,9 +58,15 @@ func CreateCSR(ctx context.Context, cs kubernetes.Interface, c pki.CSR) (*certif
 // (the node itself creates it, then sets its status). Addresses that parse
 // as IPs are InternalIP, the others Hostname.
 func (c *Cluster) RegisterNode(ctx context.Context, name string, addrs ...string) error {
+	return c.RegisterTaintedNode(ctx, name, nil, addrs...)
+}
+
+// RegisterTaintedNode is RegisterNode for a kubelet started with
+// --register-with-taints.
+func (c *Cluster) RegisterTaintedNode(ctx context.Context, name string, taints []corev1.Taint, addrs ...string) error {
 	cs := c.Node(name)
 	nodes := cs.CoreV1().Nodes()
-	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{Taints: taints}}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", name, err)
 	}

@@ -11,21 +11,32 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
+	"github.com/nodecsr/kubelet-csr-controller/config"
+	"github.com/nodecsr/kubelet-csr-controller/signer"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/kubelet"
+	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
 
 // signingDuration is short so that every kubelet rotates several times in a
 // couple of minutes (the kubelet rotates at 70-90% of a certificate's life).
-const signingDuration = time.Minute
+// The jitter shortens each node's certificates by up to 15s, down to the
+// one-minute floor (minDuration).
+const (
+	signingDuration = 75 * time.Second
+	signingJitter   = "20%"
+)
 
 func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -35,7 +46,13 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	c := cluster.StartForTest(ctx, t)
 	bin := cluster.ControllerBinaryForTest(ctx, t)
 	cfgFile := filepath.Join(c.Dir, "config.yaml")
-	if err := cluster.WriteConfig(cluster.ShortLived(c.ControllerConfig(), signingDuration), cfgFile); err != nil {
+	cfg := cluster.ShortLived(c.ControllerConfig(), signingDuration)
+	for i := range cfg.Signers {
+		cfg.Signers[i].MinDuration.Duration = time.Minute
+		cfg.Signers[i].Jitter = signingJitter
+	}
+	cfg.Approver.KubeletServing.StartupTaint = &config.StartupTaint{Key: startupTaint.Key, Effect: string(startupTaint.Effect)}
+	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
 		t.Fatal(err)
 	}
 	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile})
@@ -48,11 +65,16 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	cs := kubernetes.NewForConfigOrDie(c.Admin)
+	untainted := watchStartupTaint(ctx, t, cs)
 	good := []string{"node-a", "node-b", "node-c"}
 	var kubelets []*kubelet.Kubelet
+	servedAt := map[string]func() (time.Time, *x509.Certificate){}
 	startNode := func(o kubelet.Options) *kubelet.Kubelet {
+		o.RegisterWithTaints = []corev1.Taint{startupTaint}
 		k := startKubelet(ctx, t, c, token, o)
 		kubelets = append(kubelets, k)
+		servedAt[o.NodeName] = firstServingCertificate(ctx, k)
 		return k
 	}
 	for i, name := range good {
@@ -61,7 +83,6 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	// node-a's address is 10.0.0.1; the liar claims it too. It starts once
 	// node-a has registered: before that no Node lists the address, and the
 	// liar's CSR is denied as SANNotOwnedByNode instead.
-	cs := kubernetes.NewForConfigOrDie(c.Admin)
 	cluster.Poll(ctx, t, 200*time.Millisecond, time.Minute, "node-a registers its addresses", func() bool {
 		n, err := cs.CoreV1().Nodes().Get(ctx, good[0], metav1.GetOptions{})
 		return err == nil && len(n.Status.Addresses) > 0
@@ -79,6 +100,31 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		return true
 	})
 	t.Logf("all nodes bootstrapped after %s", time.Since(start).Round(time.Second))
+
+	// Each honest node's start-up taint is lifted within a second of its
+	// serving certificate (as its kubelet first saw it), and not before it
+	// was issued; the liar, denied, keeps it and is warned.
+	for _, k := range honest {
+		var gone time.Time
+		cluster.Poll(ctx, t, 50*time.Millisecond, 10*time.Second, k.Name()+"'s start-up taint is lifted", func() bool {
+			gone = untainted(k.Name())
+			return !gone.IsZero()
+		})
+		served, cert := servedAt[k.Name()]()
+		if cert == nil {
+			t.Fatalf("%s: no serving certificate noted", k.Name())
+		}
+		if lag := gone.Sub(served); lag > time.Second {
+			t.Errorf("%s: the start-up taint was lifted %s after the serving certificate arrived, want within 1s", k.Name(), lag)
+		}
+		if issuedAt := cert.NotBefore; gone.Before(issuedAt) {
+			t.Errorf("%s: the start-up taint was lifted at %s, before the serving certificate was issued (%s)", k.Name(), gone, issuedAt)
+		}
+		t.Logf("%s: start-up taint lifted %s after its serving certificate arrived", k.Name(), gone.Sub(served).Round(time.Millisecond))
+	}
+	if err := cluster.WaitEvent(ctx, cs, liar.Name(), "Warning ServingCertificateDenied", 30*time.Second); err != nil {
+		t.Error(err)
+	}
 
 	// Stop the controller; kubelets keep filing CSRs as their certificates
 	// near expiry. Start it again once some are waiting.
@@ -120,7 +166,9 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	t.Logf("every honest node rotated twice after %s", time.Since(start).Round(time.Second))
 
 	// Every issued certificate: chains to the CA, carries exactly the
-	// requested identity and SANs, lives exactly the configured duration.
+	// requested identity and SANs, lives exactly the configured duration
+	// less its node's share of the jitter.
+	lifetimes := lifetimesOf(t, cfg, c.CA)
 	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +183,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		switch {
 		case s.Issued:
 			counts["issued"]++
-			checkCertificate(t, csr, roots, node, byName(kubelets, node))
+			checkCertificate(t, csr, roots, node, byName(kubelets, node), lifetimes)
 		case s.Denied:
 			counts["denied"]++
 			d := cluster.Condition(csr, certificatesv1.CertificateDenied)
@@ -152,13 +200,115 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	if liar.ServingCertificate() != nil {
 		t.Error("the node claiming another node's IP got a serving certificate")
 	}
+	if !untainted(liar.Name()).IsZero() {
+		t.Error("the node without a serving certificate lost its start-up taint")
+	}
 	if counts["denied"] == 0 {
 		t.Error("the liar's serving CSRs should have been denied")
 	}
 	t.Logf("CSRs: %v; whole flow took %s", counts, time.Since(start).Round(time.Second))
 }
 
-func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningRequest, roots *x509.CertPool, node string, k *kubelet.Kubelet) {
+// lifetimesOf tells how long a certificate for a node should live, and
+// checks that the jitter spreads this test's nodes.
+func lifetimesOf(t *testing.T, cfg *config.ControllerConfig, made *pki.CA) func(signerName, node string) time.Duration {
+	t.Helper()
+	ca, err := signer.ParseCA(made.CertPEM, made.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := map[string]signer.Config{}
+	for _, sc := range cfg.SignerConfigs() {
+		configs[sc.Name] = sc
+	}
+	now := ca.Cert.NotBefore.Add(time.Hour)
+	lifetime := func(signerName, node string) time.Duration {
+		l, err := signer.ComputeLifetime(now, nil, approver.NodeUserPrefix+node, configs[signerName], ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.NotAfter.Sub(l.NotBefore)
+	}
+	seen := map[time.Duration]bool{}
+	for _, node := range []string{"node-a", "node-b", "node-c", "node-late"} {
+		for name := range configs {
+			life := lifetime(name, node)
+			if life < time.Minute || life > signingDuration {
+				t.Errorf("%s of %s lives %s, outside [1m, %s]", name, node, life, signingDuration)
+			}
+			seen[life] = true
+		}
+	}
+	if len(seen) < 3 {
+		t.Errorf("the jitter spreads 8 certificates over %d lifetimes", len(seen))
+	}
+	return lifetime
+}
+
+// startupTaint is the taint every simulated kubelet registers with.
+var startupTaint = corev1.Taint{Key: "node.example.com/serving-certificate", Effect: corev1.TaintEffectNoSchedule}
+
+// watchStartupTaint watches Nodes and returns when each first appeared
+// without the start-up taint, having had it (zero: not yet, or never had it).
+func watchStartupTaint(ctx context.Context, t *testing.T, cs kubernetes.Interface) func(node string) time.Time {
+	t.Helper()
+	w, err := cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var mu sync.Mutex
+	tainted, gone := map[string]bool{}, map[string]time.Time{}
+	go func() {
+		for ev := range w.ResultChan() {
+			n, ok := ev.Object.(*corev1.Node)
+			if !ok {
+				continue
+			}
+			has := slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == startupTaint.Key })
+			mu.Lock()
+			switch {
+			case has:
+				tainted[n.Name] = true
+			case tainted[n.Name] && gone[n.Name].IsZero():
+				gone[n.Name] = time.Now()
+			}
+			mu.Unlock()
+		}
+	}()
+	return func(node string) time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return gone[node]
+	}
+}
+
+// firstServingCertificate notes when k first holds a serving certificate,
+// and that certificate.
+func firstServingCertificate(ctx context.Context, k *kubelet.Kubelet) func() (time.Time, *x509.Certificate) {
+	var mu sync.Mutex
+	var at time.Time
+	var first *x509.Certificate
+	go func() {
+		_ = wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
+			cert := k.ServingCertificate()
+			if cert == nil {
+				return false, nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			at, first = time.Now(), cert
+			return true, nil
+		})
+	}()
+	return func() (time.Time, *x509.Certificate) {
+		mu.Lock()
+		defer mu.Unlock()
+		return at, first
+	}
+}
+
+func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningRequest, roots *x509.CertPool, node string, k *kubelet.Kubelet, lifetime func(signerName, node string) time.Duration) {
 	t.Helper()
 	block, _ := pem.Decode(csr.Status.Certificate)
 	if block == nil {
@@ -180,8 +330,8 @@ func checkCertificate(t *testing.T, csr *certificatesv1.CertificateSigningReques
 	if cert.Subject.CommonName != "system:node:"+node || !slices.Equal(cert.Subject.Organization, []string{"system:nodes"}) {
 		t.Errorf("%s: subject %s", csr.Name, cert.Subject)
 	}
-	if life := cert.NotAfter.Sub(cert.NotBefore); life != signingDuration {
-		t.Errorf("%s: lifetime %s, want %s", csr.Name, life, signingDuration)
+	if life, want := cert.NotAfter.Sub(cert.NotBefore), lifetime(csr.Spec.SignerName, node); life != want {
+		t.Errorf("%s: lifetime %s, want %s", csr.Name, life, want)
 	}
 	wantDNS, wantIPs := []string(nil), []net.IP(nil)
 	if usage == x509.ExtKeyUsageServerAuth && k != nil {

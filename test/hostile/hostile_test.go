@@ -436,10 +436,10 @@ func corpus(t *testing.T) []entry {
 			csr: client(func(c *pki.CSR) {
 				c.Usages = append(append([]certificatesv1.KeyUsage{}, pki.ClientUsages...), "cert sign")
 			})},
-		{name: "a requester without nodeclient is denied", as: "alice", want: denied(approver.ReasonNotAuthorized), csr: client(nil)},
+		{name: "a requester that is neither a node nor a bootstrapper is denied as suspicious", as: "alice", want: denied(approver.ReasonRequesterNotNodeOrBootstrap), csr: client(nil)},
 
 		// Serving certificates.
-		{name: "a serving request from someone who is not the node is denied", as: "admin", want: denied(approver.ReasonRequesterNotNode),
+		{name: "a serving request from someone who is not a node is denied as suspicious", as: "admin", want: denied(approver.ReasonRequesterNotNodeOrBootstrap),
 			csr: serving([]string{"n1.example.com"}, "10.0.0.1")},
 		{name: "another node's IP is denied", as: "node", want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving(nil, "10.0.0.1", "10.0.0.2")},
 		{name: "the IPv4-mapped IPv6 form of another node's IP is denied", as: "node", want: denied(approver.ReasonSANOwnedByOtherNode), csr: serving(nil, "::ffff:10.0.0.2")},

@@ -52,6 +52,15 @@ type Options struct {
 	// certificate arrives (a Node that appears late). The serving CSRs are
 	// filed meanwhile.
 	RegisterDelay time.Duration
+	// RegisterWithTaints are the Node's taints at registration, as the
+	// kubelet's --register-with-taints sets them.
+	RegisterWithTaints []corev1.Taint
+	// Serve listens on a loopback port with the current serving
+	// certificate, as the kubelet's server does on 10250, and writes that
+	// port to the Node's status.daemonEndpoints (for the served-certificate
+	// audit; the Node's addresses are not this machine's, so the auditor
+	// maps them to ServingAddr).
+	Serve bool
 }
 
 // Kubelet is a running simulated kubelet.
@@ -63,6 +72,8 @@ type Kubelet struct {
 	clientRotations, servingRotations atomic.Int64
 	cancel                            context.CancelFunc
 	wg                                sync.WaitGroup
+	// listener is the serving endpoint's, with Serve.
+	listener net.Listener
 }
 
 // counter counts the rotations the certificate manager reports.
@@ -136,9 +147,55 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 		return nil, fmt.Errorf("serving certificate manager: %w", err)
 	}
 
+	if o.Serve {
+		if err := k.serveTLS(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	k.client.Start()
 	k.wg.Go(func() { k.afterClientCertificate(ctx) })
 	return k, nil
+}
+
+// serveTLS accepts TLS connections with the current serving certificate;
+// before there is one, handshakes fail, as a kubelet's do.
+func (k *Kubelet) serveTLS() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("serving endpoint: %w", err)
+	}
+	k.listener = tls.NewListener(l, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := k.serving.Current(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("no serving certificate yet")
+		},
+	})
+	k.wg.Go(func() {
+		for {
+			c, err := k.listener.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = c.(*tls.Conn).Handshake()
+			}()
+		}
+	})
+	return nil
+}
+
+// ServingAddr is the serving endpoint's address ("" without Serve).
+func (k *Kubelet) ServingAddr() string {
+	if k.listener == nil {
+		return ""
+	}
+	return k.listener.Addr().String()
 }
 
 // afterClientCertificate waits for the first client certificate, then starts
@@ -169,7 +226,7 @@ func (k *Kubelet) register(ctx context.Context) error {
 		return err
 	}
 	nodes := cs.CoreV1().Nodes()
-	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: k.opts.NodeName}}, metav1.CreateOptions{})
+	n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: k.opts.NodeName}, Spec: corev1.NodeSpec{Taints: k.opts.RegisterWithTaints}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		n, err = nodes.Get(ctx, k.opts.NodeName, metav1.GetOptions{})
 	}
@@ -177,6 +234,9 @@ func (k *Kubelet) register(ctx context.Context) error {
 		return err
 	}
 	n.Status.Addresses = k.opts.Addresses
+	if k.listener != nil {
+		n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(k.listener.Addr().(*net.TCPAddr).Port) //nolint:gosec // a TCP port
+	}
 	if _, err := nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
@@ -206,6 +266,9 @@ func (k *Kubelet) clientsetWith(cert *tls.Certificate) (kubernetes.Interface, er
 // Stop stops both certificate managers.
 func (k *Kubelet) Stop() {
 	k.cancel()
+	if k.listener != nil {
+		_ = k.listener.Close()
+	}
 	k.client.Stop()
 	k.serving.Stop()
 	k.wg.Wait()

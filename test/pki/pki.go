@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -332,24 +333,44 @@ func SignedByOtherKey(reqPEM []byte, other crypto.Signer) ([]byte, error) {
 // by ca, as the API server's client certificate authenticator reads it. It
 // returns the certificate and key in PEM.
 func (ca *CA) ClientCert(user string, groups []string, lifetime time.Duration) (certPEM, keyPEM []byte, err error) {
+	now := Now()
+	return ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: user, Organization: groups},
+		NotBefore:   now.Add(-time.Minute),
+		NotAfter:    now.Add(lifetime),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// ServingCert issues a kubelet serving certificate with subject cn
+// (O system:nodes) and the SANs given, valid from notBefore to notAfter,
+// and returns it with its key for a TLS server.
+func (ca *CA) ServingCert(cn string, dnsNames []string, ips []net.IP, notBefore, notAfter time.Time) (tls.Certificate, error) {
+	certPEM, keyPEM, err := ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn, Organization: []string{"system:nodes"}},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// issue signs tmpl (a digital signature leaf with a fresh P-256 key and a
+// random serial) and returns the certificate and key in PEM.
+func (ca *CA) issue(tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
 	key, err := NewKey(ECDSAP256)
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128)); err != nil {
 		return nil, nil, err
 	}
-	now := Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: user, Organization: groups},
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(lifetime),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
+	tmpl.KeyUsage, tmpl.BasicConstraintsValid = x509.KeyUsageDigitalSignature, true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		return nil, nil, err

@@ -148,7 +148,13 @@ watches Nodes on exactly these conditions).
 {{- $serving := dig "approver" "kubeletServing" "enabled" true $cfg }}
 {{- $client := dig "approver" "nodeClient" "enabled" true $cfg }}
 {{- $existing := dig "approver" "nodeClient" "bootstrap" "allowExistingNode" true $cfg }}
-{{- if or $serving (and $client (not $existing)) }}true{{ end }}
+{{- $audit := dig "audit" "enabled" false $cfg }}
+{{- if or $serving (and $client (not $existing)) (include "kubelet-csr-controller.startupTaint" .) $audit }}true{{ end }}
+{{- end }}
+
+{{/* "true" when config.approver.kubeletServing.startupTaint is set. */}}
+{{- define "kubelet-csr-controller.startupTaint" -}}
+{{- if dig "approver" "kubeletServing" "startupTaint" "" (.Values.config | default dict) }}true{{ end }}
 {{- end }}
 
 {{- define "kubelet-csr-controller.leaseName" -}}
