@@ -51,7 +51,7 @@ func TestReadmeDescribesEveryValue(t *testing.T) {
 			path = "config." + strings.Split(section, ".")[0]
 		}
 		// Kubernetes fields passed to the pod as they are: one row each.
-		for _, whole := range []string{"podSecurityContext", "securityContext", "resources"} {
+		for _, whole := range []string{"podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe"} {
 			if strings.HasPrefix(path, whole+".") {
 				path = whole
 			}

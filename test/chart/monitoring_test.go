@@ -20,7 +20,10 @@ type serviceMonitor struct {
 	Spec       struct {
 		NamespaceSelector struct{ MatchNames []string }
 		Selector          metav1.LabelSelector
-		Endpoints         []struct{ Port, Path, Interval, ScrapeTimeout string }
+		Endpoints         []struct {
+			Port, Path, Interval, ScrapeTimeout string
+			Relabelings, MetricRelabelings      []map[string]any
+		}
 	}
 }
 

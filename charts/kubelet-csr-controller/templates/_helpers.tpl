@@ -18,6 +18,11 @@
 {{- end }}
 {{- end }}
 
+{{/* The namespace of every namespaced object but the Events Role's. */}}
+{{- define "kubelet-csr-controller.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kubelet-csr-controller.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -32,6 +37,46 @@ helm.sh/chart: {{ include "kubelet-csr-controller.chart" . }}
 {{ include "kubelet-csr-controller.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+An object's metadata annotations: commonAnnotations, then the object's own
+(which win), as a line "annotations:" and its map, indented for metadata, or
+nothing. Call with (list . $own) right after the labels.
+*/}}
+{{- define "kubelet-csr-controller.annotations" -}}
+{{- $root := index . 0 }}
+{{- $all := merge (deepCopy (index . 1 | default dict)) ($root.Values.commonAnnotations | default dict) }}
+{{- with $all }}
+{{- printf "\n  annotations:" }}
+{{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image: registry/repository, then @digest or :tag. global.imageRegistry
+replaces the registry of image.repository (its first component, when that
+names a host as Docker reads it: a dot, a port or localhost), or goes in
+front of a repository that names none.
+*/}}
+{{- define "kubelet-csr-controller.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- with (.Values.global | default dict).imageRegistry }}
+{{- $parts := splitList "/" $repo }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq "localhost" $first)) }}
+{{- $repo = rest $parts | join "/" }}
+{{- end }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{- define "kubelet-csr-controller.serviceAccountName" -}}
