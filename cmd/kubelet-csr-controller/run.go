@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,6 +92,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger := newLogger(f.logFormat, f.zapLevel, os.Stderr)
 	installGlobalLogger(logger)
+	if err := applyMemoryLimit(logger, os.Getenv, debug.SetMemoryLimit); err != nil {
+		return &usageError{msg: err.Error()}
+	}
 
 	// Configuration first: a bad file exits before anything touches the
 	// cluster.

@@ -383,9 +383,14 @@ extraVolumeMounts: [{name: serving-ca, mountPath: /etc/kubelet-csr-controller/se
 
 func TestGoMemoryLimitFollowsTheContainerLimit(t *testing.T) {
 	t.Parallel()
+	// The binary sets 90% of this as the soft limit (cmd's memlimit.go);
+	// GOMEMLIMIT itself would be 100%.
 	memLimit := func(c corev1.Container) *corev1.EnvVar {
 		for i := range c.Env {
 			if c.Env[i].Name == "GOMEMLIMIT" {
+				t.Errorf("the chart sets GOMEMLIMIT, which is the whole limit: %+v", c.Env[i])
+			}
+			if c.Env[i].Name == "KUBELET_CSR_CONTROLLER_MEMORY_LIMIT" {
 				return &c.Env[i]
 			}
 		}
@@ -394,7 +399,7 @@ func TestGoMemoryLimitFollowsTheContainerLimit(t *testing.T) {
 	c := render(t, "").deployment(t).Spec.Template.Spec.Containers[0]
 	e := memLimit(c)
 	if e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil || e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
-		t.Fatalf("GOMEMLIMIT should come from the container's memory limit, got %+v", e)
+		t.Fatalf("KUBELET_CSR_CONTROLLER_MEMORY_LIMIT should come from the container's memory limit, got %+v", e)
 	}
 	// Helm merges maps: null removes the default limit.
 	c = render(t, "resources: {limits: null}").deployment(t).Spec.Template.Spec.Containers[0]
