@@ -331,6 +331,15 @@ func TestBadValuesFailToRender(t *testing.T) {
 		{"ServiceMonitor relabelings that are not a list fail the schema", "serviceMonitor: {relabelings: {action: drop}}", nil, "/serviceMonitor/relabelings"},
 		{"ServiceMonitor metric relabelings that are not a list fail the schema", "serviceMonitor: {metricRelabelings: drop}", nil, "/serviceMonitor/metricRelabelings"},
 		{"a ServiceMonitor namespace that is not a string fails the schema", "serviceMonitor: {namespace: 1}", nil, "/serviceMonitor/namespace"},
+		{"an alert the chart does not have fails the schema", "prometheusRule: {alerts: {KubeletCSRTypo: {enabled: false}}}", nil, "KubeletCSRTypo"},
+		{"an alert's unknown setting fails the schema", "prometheusRule: {alerts: {KubeletCSRCANotReady: {threshold: 1}}}", nil, "threshold"},
+		{"an alert's for that is no Prometheus duration fails the schema", "prometheusRule: {alerts: {KubeletCSRCANotReady: {for: 5 minutes}}}", nil, "/prometheusRule/alerts/KubeletCSRCANotReady/for"},
+		{"an empty severity fails the schema", "prometheusRule: {alerts: {KubeletCSRCANotReady: {severity: ''}}}", nil, "/prometheusRule/alerts/KubeletCSRCANotReady/severity"},
+		{"an expiry threshold of zero days fails the schema", "prometheusRule: {alerts: {KubeletCSRCAExpiringCritical: {days: 0}}}", nil, "/prometheusRule/alerts/KubeletCSRCAExpiringCritical/days"},
+		{"a failure window that is no duration fails the schema", "prometheusRule: {alerts: {KubeletCSRSigningFailures: {window: an hour}}}", nil, "/prometheusRule/alerts/KubeletCSRSigningFailures/window"},
+		{"a pending threshold in words fails the schema", "prometheusRule: {alerts: {KubeletCSRPendingTooLong: {thresholdSeconds: fifteen}}}", nil, "/prometheusRule/alerts/KubeletCSRPendingTooLong/thresholdSeconds"},
+		{"an extra rule without an expression fails the schema", "prometheusRule: {additionalRules: [{alert: X}]}", nil, "/prometheusRule/additionalRules/0"},
+		{"an empty runbook URL fails the schema", "prometheusRule: {runbookURL: ''}", nil, "/prometheusRule/runbookURL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -175,6 +175,25 @@ watches Nodes on exactly these conditions).
 {{- dig "manager" "leaderElection" "leaseName" "kubelet-csr-controller" (.Values.config | default dict) }}
 {{- end }}
 
+{{/*
+One alert of the PrometheusRule: its for and severity from
+prometheusRule.alerts.<name>, a runbook_url to its section of
+docs/runbooks.md. Call with (dict "root" $ "name" ... "expr" ... "summary"
+... "description" ...).
+*/}}
+{{- define "kubelet-csr-controller.alert" -}}
+{{- $v := index .root.Values.prometheusRule.alerts .name -}}
+- alert: {{ .name }}
+  expr: {{ .expr | quote }}
+  for: {{ $v.for }}
+  labels:
+    severity: {{ $v.severity }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+    runbook_url: {{ printf "%s#%s" .root.Values.prometheusRule.runbookURL (lower .name) | quote }}
+{{- end }}
+
 {{/* Fails rendering on combinations the schema cannot express. */}}
 {{- define "kubelet-csr-controller.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
