@@ -5,6 +5,7 @@
 //	kubelet-csr-controller [flags]                    run the controller
 //	kubelet-csr-controller check --config FILE [--node node.yaml] csr.yaml
 //	                                                  decide one CSR offline
+//	kubelet-csr-controller status --selector LABELS   wait for a ready leader
 package main
 
 import (

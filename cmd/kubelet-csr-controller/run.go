@@ -79,6 +79,9 @@ func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "check" {
 		return runCheck(ctx, args[1:], os.Stdout)
 	}
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(ctx, args[1:], os.Stdout)
+	}
 	f, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil

@@ -78,6 +78,7 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 	})
 
 	proveRBAC(ctx, t, c, admin)
+	proveHelmTest(ctx, t, c, admin)
 }
 
 // startForInstall starts a control plane with the release's namespace. Its

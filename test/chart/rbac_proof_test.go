@@ -160,11 +160,18 @@ func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interf
 // chart's ServiceAccount.
 func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
 	t.Helper()
-	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, fullname, &authenticationv1.TokenRequest{
+	return tokenConfig(ctx, t, c, admin, fullname)
+}
+
+// tokenConfig returns a client configuration with a token of the
+// ServiceAccount name in the release namespace.
+func tokenConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset, name string) *rest.Config {
+	t.Helper()
+	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("create a token for ServiceAccount %s: %v", fullname, err)
+		t.Fatalf("create a token for ServiceAccount %s: %v", name, err)
 	}
 	return &rest.Config{Host: c.Admin.Host, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
 }

@@ -194,6 +194,31 @@ docs/runbooks.md. Call with (dict "root" $ "name" ... "expr" ... "summary"
     runbook_url: {{ printf "%s#%s" .root.Values.prometheusRule.runbookURL (lower .name) | quote }}
 {{- end }}
 
+{{/*
+The annotations of a helm test object: the hook, its weight (the
+ServiceAccount and its rights before the Pod), recreated at each run and
+deleted when it passes; then commonAnnotations. Call with (list . "weight").
+*/}}
+{{/*
+The labels of the helm test objects: the release's, under another name, so
+that no selector of the release (Deployment, Service, PodDisruptionBudget)
+takes the test Pod for a replica.
+*/}}
+{{- define "kubelet-csr-controller.testLabels" -}}
+{{- $l := include "kubelet-csr-controller.labels" . | fromYaml }}
+{{- $_ := set $l "app.kubernetes.io/name" (printf "%s-test" (include "kubelet-csr-controller.name" .) | trunc 63) }}
+{{- toYaml $l }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.testHook" -}}
+helm.sh/hook: test
+helm.sh/hook-weight: {{ index . 1 | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- with (index . 0).Values.commonAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* Fails rendering on combinations the schema cannot express. */}}
 {{- define "kubelet-csr-controller.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
