@@ -37,20 +37,30 @@ func TestChartPassesHelmLint(t *testing.T) {
 	}
 }
 
-// appVersion is the chart's appVersion: the default image tag.
-func appVersion(t *testing.T) string {
+// chartYAML is Chart.yaml, as far as the tests read it.
+type chartYAML struct {
+	AppVersion  string `json:"appVersion"`
+	Maintainers []struct{ Name string }
+	Annotations map[string]string `json:"annotations"`
+}
+
+func readChartYAML(t *testing.T) chartYAML {
 	t.Helper()
 	b, err := os.ReadFile(chartDir + "/Chart.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		AppVersion string `json:"appVersion"`
-	}
+	var c chartYAML
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
-	return c.AppVersion
+	return c
+}
+
+// appVersion is the chart's appVersion: the default image tag.
+func appVersion(t *testing.T) string {
+	t.Helper()
+	return readChartYAML(t).AppVersion
 }
 
 var selectorLabels = map[string]string{

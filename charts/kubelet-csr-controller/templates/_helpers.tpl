@@ -37,6 +37,8 @@ helm.sh/chart: {{ include "kubelet-csr-controller.chart" . }}
 {{ include "kubelet-csr-controller.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/part-of: kubelet-csr-controller
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
@@ -207,6 +209,7 @@ takes the test Pod for a replica.
 {{- define "kubelet-csr-controller.testLabels" -}}
 {{- $l := include "kubelet-csr-controller.labels" . | fromYaml }}
 {{- $_ := set $l "app.kubernetes.io/name" (printf "%s-test" (include "kubelet-csr-controller.name" .) | trunc 63) }}
+{{- $_ = set $l "app.kubernetes.io/component" "test" }}
 {{- toYaml $l }}
 {{- end }}
 
