@@ -48,7 +48,9 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 			"--cluster-signing-cert-file= --cluster-signing-key-file=",
 			"kubectl get csr -w",
 			"kubectl describe csr",
-			"kubectl -n " + namespace + " logs deploy/" + fullname,
+			// The leader's log, not an arbitrary replica's.
+			"kubectl -n " + namespace + " logs $(kubectl -n " + namespace + " get lease kubelet-csr-controller -o jsonpath='{.spec.holderIdentity}' | cut -d_ -f1)",
+			"helm test " + release,
 		} {
 			if !strings.Contains(strings.Join(strings.Fields(notes), " "), want) {
 				t.Errorf("the notes lack %q:\n%s", want, notes)
