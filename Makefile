@@ -97,7 +97,7 @@ fmt: ## Format the code.
 
 .PHONY: run
 run: build ## Run the controller against the current kubeconfig (CONFIG=..., no leader election).
-	$(BIN) --config $(CONFIG) --leader-elect=false --log-format console
+	$(BIN) --config $(CONFIG) --leader-elect=false --zap-encoder console
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

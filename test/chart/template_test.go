@@ -213,7 +213,7 @@ func checkPod(t *testing.T, d *appsv1.Deployment, leaderElect bool) {
 		"--config=/etc/kubelet-csr-controller/config/config.yaml",
 		"--leader-elect=" + strconv.FormatBool(leaderElect),
 		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
-		"--log-format=json", "--log-level=info",
+		"--zap-encoder=json", "--zap-log-level=info",
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)

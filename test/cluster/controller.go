@@ -146,7 +146,7 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 	args := append([]string{
 		"--kubeconfig", o.Kubeconfig, "--config", o.ConfigFile,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe, "--pprof-bind-address", pprofAddr,
-		"--leader-election-namespace", "kube-system", "--log-format", "json",
+		"--leader-election-namespace", "kube-system", "--zap-encoder", "json",
 	}, o.ExtraArgs...)
 	p.Cmd = exec.Command(o.Binary, args...) //nolint:gosec // the test's own binary
 	if len(o.Env) > 0 {
