@@ -79,8 +79,9 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 		getAll(ctx, t, c, m)
 	})
 
-	proveRBAC(ctx, t, c, admin)
+	ctrl := proveRBAC(ctx, t, c, admin)
 	proveHelmTest(ctx, t, c, admin)
+	proveDashboardMetrics(ctx, t, ctrl)
 }
 
 // startForInstall starts a control plane with the release's namespace. Its

@@ -32,8 +32,9 @@ import (
 // proveRBAC runs the real controller out of cluster with a token of the
 // installed chart's ServiceAccount and the installed ConfigMap's
 // configuration, drives kubelet CSRs through it, and checks that the same
-// identity is refused what it must never do.
-func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) {
+// identity is refused what it must never do. It returns the controller,
+// still running and leading.
+func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *cluster.Controller {
 	t.Helper()
 	ctrl, sa := startAsServiceAccount(ctx, t, c, admin, installedConfig(ctx, t, c, admin), "chart-serviceaccount")
 
@@ -94,6 +95,7 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 	})
 
 	t.Run("the controller was never refused a request", func(t *testing.T) { neverRefused(t, ctrl) })
+	return ctrl
 }
 
 // The chart's ServiceAccount, as the API server names it and its groups.
