@@ -350,6 +350,10 @@ func TestBadValuesFailToRender(t *testing.T) {
 		{"a pending threshold in words fails the schema", "prometheusRule: {alerts: {KubeletCSRPendingTooLong: {thresholdSeconds: fifteen}}}", nil, "/prometheusRule/alerts/KubeletCSRPendingTooLong/thresholdSeconds"},
 		{"an extra rule without an expression fails the schema", "prometheusRule: {additionalRules: [{alert: X}]}", nil, "/prometheusRule/additionalRules/0"},
 		{"an empty runbook URL fails the schema", "prometheusRule: {runbookURL: ''}", nil, "/prometheusRule/runbookURL"},
+		{"a helm test timeout that is no duration fails the schema", "helmTest: {timeout: two minutes}", nil, "/helmTest/timeout"},
+		{"a misspelt helm test value fails the schema", "helmTest: {enable: false}", nil, "enable"},
+		{"a dashboard label that is not a string fails the schema", "dashboard: {labels: {grafana_dashboard: 1}}", nil, "/dashboard/labels/grafana_dashboard"},
+		{"a misspelt dashboard value fails the schema", "dashboard: {enable: true}", nil, "enable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
