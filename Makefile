@@ -41,12 +41,13 @@ release: ## Build a release's artifacts into _output/release (VERSION=v0.2.0 req
 	hack/release.sh $(VERSION)
 
 .PHONY: tools
-tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, helm, golangci-lint).
-	hack/build-tools.sh kube-apiserver etcd kube-controller-manager helm golangci-lint >/dev/null
+tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, helm, golangci-lint, promtool).
+	hack/build-tools.sh kube-apiserver etcd kube-controller-manager helm golangci-lint promtool >/dev/null
 
 .PHONY: test
-test: build image ## Run every test: unit (-race), envtest, the chart, the image, fuzz smoke runs and the end-to-end flow.
-	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_IMAGE=$(CURDIR)/_output/image \
+test: build image ## Run every test: unit (-race), envtest, the chart and its alerts (promtool), the image, fuzz smoke runs and the end-to-end flow.
+	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm PROMTOOL=$$(hack/build-tools.sh promtool)/promtool \
+		KCC_BINARY=$(CURDIR)/$(BIN) KCC_IMAGE=$(CURDIR)/_output/image \
 		go test -race -timeout 30m ./...
 	$(MAKE) clock-guard
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
@@ -96,7 +97,7 @@ fmt: ## Format the code.
 
 .PHONY: run
 run: build ## Run the controller against the current kubeconfig (CONFIG=..., no leader election).
-	$(BIN) --config $(CONFIG) --leader-elect=false --log-format console
+	$(BIN) --config $(CONFIG) --leader-elect=false --zap-encoder console
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

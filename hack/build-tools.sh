@@ -3,7 +3,7 @@
 # modules (there is no download site for them), into a per-version cache
 # outside the work tree, rebuilding only what is missing.
 #
-#   hack/build-tools.sh [TOOL...]   TOOL: kube-apiserver etcd kube-controller-manager helm golangci-lint
+#   hack/build-tools.sh [TOOL...]   TOOL: kube-apiserver etcd kube-controller-manager helm golangci-lint promtool
 #
 # With no TOOL it builds kube-apiserver and etcd. It prints one line on stdout:
 # the directory holding the binaries (for kube-apiserver and etcd this is the
@@ -76,8 +76,13 @@ for tool in "$@"; do
 		out="${cache}/golangci-lint-$(version "${dir}" github.com/golangci/golangci-lint/v2)"
 		build golangci-lint "${dir}" github.com/golangci/golangci-lint/v2/cmd/golangci-lint "${out}"
 		;;
+	promtool)
+		dir="${tools}/prometheus"
+		out="${cache}/promtool-$(version "${dir}" github.com/prometheus/prometheus)"
+		build promtool "${dir}" github.com/prometheus/prometheus/cmd/promtool "${out}"
+		;;
 	*)
-		echo "build-tools.sh: unknown tool ${tool}; known: kube-apiserver etcd kube-controller-manager helm golangci-lint" >&2
+		echo "build-tools.sh: unknown tool ${tool}; known: kube-apiserver etcd kube-controller-manager helm golangci-lint promtool" >&2
 		exit 2
 		;;
 	esac

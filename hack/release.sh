@@ -42,9 +42,16 @@ tar --sort=name --mtime="@${epoch}" --owner=0 --group=0 --numeric-owner --mode=u
 	-C "${out}/image" -cf "${out}/kubelet-csr-controller-image-${version}.oci.tar" .
 
 helm=$(hack/build-tools.sh helm)/helm
-"${helm}" lint charts/kubelet-csr-controller >/dev/null
-"${helm}" package charts/kubelet-csr-controller --version "${chart_version}" --app-version "${version}" \
+# A copy of the chart whose Artifact Hub image annotation names this
+# release's tag, as --app-version does for the default image.
+chart="${out}/chart/kubelet-csr-controller"
+mkdir -p "${out}/chart"
+cp -R charts/kubelet-csr-controller "${chart}"
+sed -i -E "s#(image: ghcr.io/nodecsr/kubelet-csr-controller):.*#\1:${version}#" "${chart}/Chart.yaml"
+"${helm}" lint "${chart}" >/dev/null
+"${helm}" package "${chart}" --version "${chart_version}" --app-version "${version}" \
 	--destination "${out}" >/dev/null
+rm -rf "${out}/chart"
 
 (cd "${out}" && sha256sum ./*.tar ./*.tgz ./*.cdx.json image.digest >SHA256SUMS)
 echo "release.sh: ${version} in ${out}:" >&2

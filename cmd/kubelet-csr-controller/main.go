@@ -7,6 +7,7 @@
 //	                                                  decide one CSR offline
 //	kubelet-csr-controller audit --config FILE [--kubeconfig FILE | --node nodes.yaml]
 //	                                                  audit the certificates kubelets serve
+//	kubelet-csr-controller status --selector LABELS   wait for a ready leader
 package main
 
 import (

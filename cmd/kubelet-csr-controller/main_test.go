@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -90,7 +91,7 @@ current-context: c
 
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"--no-such-flag"}, {"stray"}, {"--metrics-secure=false", "--metrics-cert-dir", "/tmp"}} {
+	for _, args := range [][]string{{"--zap-encoder", "xml"}, {"--zap-log-level", "loud"}, {"--log-format", "xml"}, {"--log-level", "loud"}, {"--no-such-flag"}, {"stray"}, {"--metrics-secure=false", "--metrics-cert-dir", "/tmp"}} {
 		if code := exitCode(run(context.Background(), args)); code != exitUsage {
 			t.Errorf("%q: exit code %d, want %d", args, code, exitUsage)
 		}
@@ -305,4 +306,31 @@ func csrYAML(t *testing.T, node string, dns []string, ips []net.IP) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\n%s", b)
+}
+
+func TestOldLogFlagNamesStillWorkAndWarn(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		format     string
+		level      zapcore.Level
+		deprecated int
+	}{
+		{"controller-runtime's names set the format and level", []string{"--zap-encoder=console", "--zap-log-level=debug"}, "console", -1, 0},
+		{"the old names set the same and are reported", []string{"--log-format=console", "--log-level=error"}, "console", zapcore.ErrorLevel, 2},
+		{"the defaults are JSON at info", nil, "json", zapcore.InfoLevel, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := parseFlags(tt.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.logFormat != tt.format || f.zapLevel != tt.level || len(f.deprecated) != tt.deprecated {
+				t.Errorf("format %q level %v deprecated %q, want %q %v and %d warnings", f.logFormat, f.zapLevel, f.deprecated, tt.format, tt.level, tt.deprecated)
+			}
+		})
+	}
 }

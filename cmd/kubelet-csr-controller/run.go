@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,7 @@ type flags struct {
 	profiling               bool
 	pprofAddr               string
 	version                 bool
+	deprecated              []string // warnings about deprecated flags used
 }
 
 func parseFlags(args []string, out io.Writer) (*flags, error) {
@@ -53,8 +55,12 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints; 0 disables them.")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica acts.")
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease. Default: the pod's namespace (required outside a cluster).")
-	fs.StringVar(&f.logFormat, "log-format", "json", "Log format: json or console.")
-	fs.StringVar(&f.logLevel, "log-level", "info", "Log level: error, info, debug, or a verbosity number (1 = debug).")
+	fs.StringVar(&f.logFormat, "zap-encoder", "json", "Log encoding: json or console (controller-runtime's flag name).")
+	fs.StringVar(&f.logLevel, "zap-log-level", "info", "Log level: error, info, debug, or a verbosity number (1 = debug) (controller-runtime's flag name).")
+	for old, current := range deprecatedFlags {
+		target := fs.Lookup(current)
+		fs.Var(target.Value, old, "Deprecated: use --"+current+"; removed in the release after v0.2.0.")
+	}
 	fs.BoolVar(&f.profiling, "profiling", false, "Serve /debug/pprof on --pprof-bind-address.")
 	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "127.0.0.1:8082", "Address of /debug/pprof with --profiling. Loopback by default: profiles show memory, and a Service or hostNetwork would expose them; reach it with kubectl port-forward.")
 	fs.BoolVar(&f.version, "version", false, "Print the version and exit.")
@@ -71,14 +77,27 @@ func parseFlags(args []string, out io.Writer) (*flags, error) {
 		return nil, &usageError{msg: "--metrics-cert-dir needs --metrics-secure"}
 	}
 	if f.logFormat != "json" && f.logFormat != "console" {
-		return nil, &usageError{msg: fmt.Sprintf("--log-format must be json or console, not %q", f.logFormat)}
+		return nil, &usageError{msg: fmt.Sprintf("--zap-encoder must be json or console, not %q", f.logFormat)}
 	}
 	lvl, err := zapLevel(f.logLevel)
 	if err != nil {
 		return nil, &usageError{msg: err.Error()}
 	}
 	f.zapLevel = lvl
+	fs.Visit(func(fl *flag.Flag) {
+		if current, ok := deprecatedFlags[fl.Name]; ok {
+			f.deprecated = append(f.deprecated, fmt.Sprintf("--%s is deprecated: use --%s", fl.Name, current))
+		}
+	})
 	return f, nil
+}
+
+// deprecatedFlags are the old names of flags renamed to a convention
+// operators know (controller-runtime's zap flags), kept as aliases for one
+// release: old name -> current name.
+var deprecatedFlags = map[string]string{
+	"log-format": "zap-encoder",
+	"log-level":  "zap-log-level",
 }
 
 // run is the whole program; main only maps its error to an exit code.
@@ -88,6 +107,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if len(args) > 0 && args[0] == "audit" {
 		return runAudit(ctx, args[1:], os.Stdout, time.Now)
+	}
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(ctx, args[1:], os.Stdout)
 	}
 	f, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -102,6 +124,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	logger := newLogger(f.logFormat, f.zapLevel, os.Stderr)
 	installGlobalLogger(logger)
+	for _, w := range f.deprecated {
+		logger.Info("flag warning: " + w)
+	}
+	if err := applyMemoryLimit(logger, os.Getenv, debug.SetMemoryLimit); err != nil {
+		return &usageError{msg: err.Error()}
+	}
 
 	// Configuration first: a bad file exits before anything touches the
 	// cluster.
@@ -155,7 +183,7 @@ func newLogger(format string, lvl zapcore.Level, out io.Writer) logr.Logger {
 	return zapr.NewLogger(zap.New(core, zap.AddStacktrace(zapcore.PanicLevel)))
 }
 
-// zapLevel maps --log-level to zap: logr's V(n) is zap level -n.
+// zapLevel maps --zap-log-level to zap: logr's V(n) is zap level -n.
 func zapLevel(s string) (zapcore.Level, error) {
 	switch strings.ToLower(s) {
 	case "error":
@@ -167,7 +195,7 @@ func zapLevel(s string) (zapcore.Level, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 || n > 10 {
-		return 0, fmt.Errorf("--log-level must be error, info, debug or a number 0-10, not %q", s)
+		return 0, fmt.Errorf("--zap-log-level must be error, info, debug or a number 0-10, not %q", s)
 	}
 	return zapcore.Level(-n), nil
 }

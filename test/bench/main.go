@@ -74,7 +74,7 @@ func main() {
 	flag.IntVar(&o.memoryCached, "memory-cached", 10000, "issued CSRs in the cluster before the memory run's controller starts; 0 skips the memory run")
 	flag.StringVar(&o.only, "only", "", `run only contenders whose name contains this ("memory" for the memory run alone)`)
 	flag.StringVar(&o.out, "out", "_output/bench/results.jsonl", "JSON lines output")
-	flag.Func("controller-env", "KEY=VALUE added to kubelet-csr-controller's environment, e.g. GOMEMLIMIT=64MiB as the chart sets from a memory limit (repeatable)", func(v string) error {
+	flag.Func("controller-env", "KEY=VALUE added to kubelet-csr-controller's environment, e.g. KUBELET_CSR_CONTROLLER_MEMORY_LIMIT=64Mi as the chart sets from a memory limit (repeatable)", func(v string) error {
 		if !strings.Contains(v, "=") {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
 		}

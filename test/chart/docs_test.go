@@ -50,8 +50,12 @@ func TestReadmeDescribesEveryValue(t *testing.T) {
 		if section, ok := strings.CutPrefix(path, "config."); ok {
 			path = "config." + strings.Split(section, ".")[0]
 		}
+		// An alert's values are described in one row, with the alert.
+		if alert, ok := strings.CutPrefix(path, "prometheusRule.alerts."); ok {
+			path = "prometheusRule.alerts." + strings.Split(alert, ".")[0]
+		}
 		// Kubernetes fields passed to the pod as they are: one row each.
-		for _, whole := range []string{"podSecurityContext", "securityContext", "resources"} {
+		for _, whole := range []string{"podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe"} {
 			if strings.HasPrefix(path, whole+".") {
 				path = whole
 			}
@@ -82,4 +86,36 @@ func TestReadmeKubeadmExampleRendersAValidRelease(t *testing.T) {
 		t.Error("the kubeadm example runs on the host network")
 	}
 	checkPod(t, d, true)
+}
+
+// TestEveryAlertLinksToItsRunbookSection: docs/runbooks.md has a section per
+// alert, and each alert's runbook_url is that section's anchor.
+func TestEveryAlertLinksToItsRunbookSection(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../docs/runbooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr prometheusRule
+	if !render(t, monitoringOn).one(t, "PrometheusRule", &pr) {
+		t.Fatal("no PrometheusRule")
+	}
+	const base = "https://github.com/nodecsr/kubelet-csr-controller/blob/main/docs/runbooks.md#"
+	var alerts []string
+	for _, g := range pr.Spec.Groups {
+		for _, r := range g.Rules {
+			alerts = append(alerts, r.Alert)
+			if !strings.Contains(string(b), "\n## "+r.Alert+"\n") {
+				t.Errorf("docs/runbooks.md has no section ## %s", r.Alert)
+			}
+			if got, want := r.Annotations["runbook_url"], base+strings.ToLower(r.Alert); got != want {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, got, want)
+			}
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "## "); ok && !slices.Contains(alerts, name) {
+			t.Errorf("docs/runbooks.md has a section for %s, which the chart does not render", name)
+		}
+	}
 }

@@ -71,11 +71,23 @@ func valuesFile(t *testing.T, values string) []string {
 	return []string{"--values", path}
 }
 
-// template renders the chart with values (YAML) and extra flags.
+// template renders the chart's release objects with values (YAML) and extra
+// flags: without the helm test hooks, which renderTests renders.
 func template(t *testing.T, values string, flags ...string) (string, error) {
+	t.Helper()
+	return templateArgs(t, values, append([]string{"--skip-tests"}, flags...)...)
+}
+
+func templateArgs(t *testing.T, values string, flags ...string) (string, error) {
 	t.Helper()
 	args := append([]string{"template", release, chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, valuesFile(t, values)...)
 	return helm(t, append(args, flags...)...)
+}
+
+// renderTests renders only the helm test hooks.
+func renderTests(t *testing.T, values string) *manifest {
+	t.Helper()
+	return renderWith(t, values, "--show-only", "templates/tests/leader.yaml")
 }
 
 // manifest is a rendered release: its documents by kind.
@@ -86,7 +98,12 @@ type manifest struct {
 // render renders the chart and decodes every document; rendering must work.
 func render(t *testing.T, values string) *manifest {
 	t.Helper()
-	out, err := template(t, values)
+	return renderWith(t, values, "--skip-tests")
+}
+
+func renderWith(t *testing.T, values string, flags ...string) *manifest {
+	t.Helper()
+	out, err := templateArgs(t, values, flags...)
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
 	}

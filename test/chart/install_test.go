@@ -48,7 +48,9 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 			"--cluster-signing-cert-file= --cluster-signing-key-file=",
 			"kubectl get csr -w",
 			"kubectl describe csr",
-			"kubectl -n " + namespace + " logs deploy/" + fullname,
+			// The leader's log, not an arbitrary replica's.
+			"kubectl -n " + namespace + " logs $(kubectl -n " + namespace + " get lease kubelet-csr-controller -o jsonpath='{.spec.holderIdentity}' | cut -d_ -f1)",
+			"helm test " + release,
 		} {
 			if !strings.Contains(strings.Join(strings.Fields(notes), " "), want) {
 				t.Errorf("the notes lack %q:\n%s", want, notes)
@@ -77,7 +79,9 @@ func TestChartInstallsIntoARealAPIServer(t *testing.T) {
 		getAll(ctx, t, c, m)
 	})
 
-	proveRBAC(ctx, t, c, admin)
+	ctrl := proveRBAC(ctx, t, c, admin)
+	proveHelmTest(ctx, t, c, admin)
+	proveDashboardMetrics(ctx, t, ctrl, admin)
 }
 
 // startForInstall starts a control plane with the release's namespace. Its

@@ -24,6 +24,7 @@ type serviceMonitor struct {
 			Port, Path, Interval, ScrapeTimeout string
 			Scheme, BearerTokenFile             string
 			TLSConfig                           map[string]any
+			Relabelings, MetricRelabelings      []map[string]any
 		}
 	}
 }
@@ -98,24 +99,54 @@ func TestPrometheusRuleAlertsOnWhatStopsKubeletsFromGettingCertificates(t *testi
 	all := map[string][]string{
 		"KubeletCSRPendingTooLong":     {"kubelet_csr_controller_oldest_pending_age_seconds", "> 900"},
 		"KubeletCSRCAExpiringSoon":     {"kubelet_csr_controller_ca_not_after_timestamp_seconds", "- time() < 30 * 24 * 3600"},
+		"KubeletCSRCAExpiringCritical": {"kubelet_csr_controller_ca_not_after_timestamp_seconds", "- time() < 7 * 24 * 3600"},
 		"KubeletCSRSigningFailures":    {"increase(kubelet_csr_controller_signing_failures_total[15m])", "> 0"},
+		"KubeletCSRCAReloadFailures":   {"increase(kubelet_csr_controller_ca_reload_failures_total[15m])", "> 0"},
 		"KubeletCSRCANotReady":         {"kubelet_csr_controller_ca_ready", "== 0"},
 		"KubeletCSRSuspiciousRequests": {"increase(kubelet_csr_controller_suspicious_requests_total[15m])", "> 0"},
 		"KubeletCSRControllerNoLeader": {"max(" + leader + ") < 1", "absent(" + leader + ")"},
+		"KubeletCSRControllerAbsent":   {`absent(up{job="` + fullname + `", namespace="` + namespace + `"} == 1)`},
 	}
 	withoutLeader := maps.Clone(all)
 	delete(withoutLeader, "KubeletCSRControllerNoLeader")
 	customLease := maps.Clone(all)
 	customLease["KubeletCSRControllerNoLeader"] = []string{`leader_election_master_status{name="my-lease"`}
+	tuned := maps.Clone(withoutLeader)
+	tuned["KubeletCSRPendingTooLong"] = []string{"> 600"}
+	tuned["KubeletCSRCAExpiringCritical"] = []string{"- time() < 14 * 24 * 3600"}
+	tuned["KubeletCSRSigningFailures"] = []string{"[1h]"}
+	tuned["KubeletCSRControllerAbsent"] = []string{`job="my-job"`}
+	tuned["KubeletCSRExtra"] = []string{"vector(1)"}
+	delete(tuned, "KubeletCSRCAExpiringSoon")
 
 	tests := []struct {
 		name   string
 		values string
 		want   map[string][]string
+		// severityFor: alert -> {severity, for}, where the values set them.
+		severityFor map[string][2]string
 	}{
-		{"the defaults alert on pending CSRs, CA expiry, signing failures, CA readiness, suspicious requests and a missing leader", monitoringOn, all},
-		{"without leader election there is no leader to alert on", monitoringOn + "replicaCount: 1\nleaderElection: {enabled: false}", withoutLeader},
-		{"the leader alert follows the Lease name", monitoringOn + "config: {manager: {leaderElection: {leaseName: my-lease}}}", customLease},
+		{"the defaults alert on pending CSRs, CA expiry, signing and reload failures, CA readiness, suspicious requests, a missing leader and a missing target", monitoringOn, all,
+			map[string][2]string{"KubeletCSRCAExpiringSoon": {"warning", "1h"}, "KubeletCSRCAExpiringCritical": {"critical", "1h"}, "KubeletCSRControllerNoLeader": {"critical", "5m"}}},
+		{"without leader election there is no leader to alert on", monitoringOn + "replicaCount: 1\nleaderElection: {enabled: false}", withoutLeader, nil},
+		{"the leader alert follows the Lease name", monitoringOn + "config: {manager: {leaderElection: {leaseName: my-lease}}}", customLease, nil},
+		{"thresholds and severities come from the values and extra rules are added", `serviceMonitor: {enabled: true}
+prometheusRule:
+  enabled: true
+  alerts:
+    KubeletCSRPendingTooLong: {thresholdSeconds: 600, severity: page}
+    KubeletCSRCAExpiringSoon: {enabled: false}
+    KubeletCSRCAExpiringCritical: {days: 14}
+    KubeletCSRSigningFailures: {window: 1h}
+    KubeletCSRControllerNoLeader: {enabled: false}
+    KubeletCSRControllerAbsent: {job: my-job, for: 30m}
+  additionalRules:
+    - alert: KubeletCSRExtra
+      expr: vector(1)
+      for: 1m
+      labels: {severity: info}
+      annotations: {summary: s, description: d, runbook_url: https://example.com}
+`, tuned, map[string][2]string{"KubeletCSRPendingTooLong": {"page", "5m"}, "KubeletCSRControllerAbsent": {"warning", "30m"}, "KubeletCSRExtra": {"info", "1m"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +164,11 @@ func TestPrometheusRuleAlertsOnWhatStopsKubeletsFromGettingCertificates(t *testi
 			if diff := cmp.Diff(slices.Sorted(maps.Keys(tt.want)), slices.Sorted(maps.Keys(got))); diff != "" {
 				t.Fatalf("alerts (-want +got):\n%s", diff)
 			}
+			for name, want := range tt.severityFor {
+				if r := got[name]; r.Labels["severity"] != want[0] || r.For != want[1] {
+					t.Errorf("%s: severity %q for %q, want %q %q", name, r.Labels["severity"], r.For, want[0], want[1])
+				}
+			}
 			for name, pieces := range tt.want {
 				r := got[name]
 				for _, p := range pieces {
@@ -142,6 +178,9 @@ func TestPrometheusRuleAlertsOnWhatStopsKubeletsFromGettingCertificates(t *testi
 				}
 				if r.For == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
 					t.Errorf("%s: want for, a severity, a summary and a description: %+v", name, r)
+				}
+				if !strings.HasPrefix(r.Annotations["runbook_url"], "https://") {
+					t.Errorf("%s: no runbook_url: %+v", name, r.Annotations)
 				}
 			}
 		})

@@ -35,8 +35,9 @@ import (
 // proveRBAC runs the real controller out of cluster with a token of the
 // installed chart's ServiceAccount and the installed ConfigMap's
 // configuration, drives kubelet CSRs through it, and checks that the same
-// identity is refused what it must never do.
-func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) {
+// identity is refused what it must never do. It returns the controller,
+// still running and leading.
+func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *cluster.Controller {
 	t.Helper()
 	ctrl, sa := startAsServiceAccount(ctx, t, c, admin, installedConfig(ctx, t, c, admin), "chart-serviceaccount")
 
@@ -115,6 +116,7 @@ func proveRBAC(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kub
 	})
 
 	t.Run("the controller was never refused a request", func(t *testing.T) { neverRefused(t, ctrl) })
+	return ctrl
 }
 
 // scrapes reads /metrics as nobody, as a ServiceAccount without a role,
@@ -233,7 +235,14 @@ func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interf
 // chart's ServiceAccount.
 func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
 	t.Helper()
-	return &rest.Config{Host: c.Admin.Host, BearerToken: serviceAccountToken(ctx, t, admin, fullname), TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
+	return tokenConfig(ctx, t, c, admin, fullname)
+}
+
+// tokenConfig returns a client configuration with a token of the
+// ServiceAccount name in the release namespace.
+func tokenConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset, name string) *rest.Config {
+	t.Helper()
+	return &rest.Config{Host: c.Admin.Host, BearerToken: serviceAccountToken(ctx, t, admin, name), TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
 }
 
 // serviceAccountToken returns an hour's token of a ServiceAccount in the

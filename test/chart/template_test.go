@@ -37,20 +37,30 @@ func TestChartPassesHelmLint(t *testing.T) {
 	}
 }
 
-// appVersion is the chart's appVersion: the default image tag.
-func appVersion(t *testing.T) string {
+// chartYAML is Chart.yaml, as far as the tests read it.
+type chartYAML struct {
+	AppVersion  string `json:"appVersion"`
+	Maintainers []struct{ Name string }
+	Annotations map[string]string `json:"annotations"`
+}
+
+func readChartYAML(t *testing.T) chartYAML {
 	t.Helper()
 	b, err := os.ReadFile(chartDir + "/Chart.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		AppVersion string `json:"appVersion"`
-	}
+	var c chartYAML
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
-	return c.AppVersion
+	return c
+}
+
+// appVersion is the chart's appVersion: the default image tag.
+func appVersion(t *testing.T) string {
+	t.Helper()
+	return readChartYAML(t).AppVersion
 }
 
 var selectorLabels = map[string]string{
@@ -203,7 +213,7 @@ func checkPod(t *testing.T, d *appsv1.Deployment, leaderElect bool) {
 		"--config=/etc/kubelet-csr-controller/config/config.yaml",
 		"--leader-elect=" + strconv.FormatBool(leaderElect),
 		"--metrics-bind-address=:8080", "--metrics-secure=true", "--health-probe-bind-address=:8081",
-		"--log-format=json", "--log-level=info",
+		"--zap-encoder=json", "--zap-log-level=info",
 	}
 	if diff := cmp.Diff(wantArgs, c.Args); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
@@ -315,6 +325,37 @@ func TestBadValuesFailToRender(t *testing.T) {
 		{"a NetworkPolicy without the API server's addresses fails with the reason", "networkPolicy: {enabled: true}", nil, "networkPolicy.enabled needs networkPolicy.apiServer.cidrs"},
 		{"a trust bundle name that is not a DNS subdomain fails the schema", "config: {signers: [{name: kubernetes.io/kubelet-serving, trustBundle: {name: Bad_Name}}]}", nil, "/config/signers/0/trustBundle/name"},
 		{"a ServiceMonitor without the Service fails with the reason", "service: {enabled: false}\nserviceMonitor: {enabled: true}", nil, "serviceMonitor.enabled needs service.enabled"},
+		{"a digest that is not one fails the schema", "image: {digest: v1.2.3}", nil, "/image/digest"},
+		{"a global registry that is not a string fails the schema", "global: {imageRegistry: [a]}", nil, "/global/imageRegistry"},
+		{"a namespace override that is no namespace name fails the schema", "namespaceOverride: Kube_System", nil, "/namespaceOverride"},
+		{"a common label that is not a string fails the schema", "commonLabels: {tier: [a]}", nil, "/commonLabels/tier"},
+		{"a common annotation that is not a string fails the schema", "commonAnnotations: {note: {a: b}}", nil, "/commonAnnotations/note"},
+		{"an extra object that is neither a map nor a string fails the schema", "extraObjects: [1]", nil, "/extraObjects/0"},
+		{"a negative revision history fails the schema", "revisionHistoryLimit: -1", nil, "/revisionHistoryLimit"},
+		{"an unknown strategy type fails the schema", "strategy: {type: BlueGreen}", nil, "/strategy/type"},
+		{"a surge in words fails the schema", "strategy: {rollingUpdate: {maxSurge: one}}", nil, "/strategy/rollingUpdate/maxSurge"},
+		{"a budget that lets no pod go fails the schema", "podDisruptionBudget: {maxUnavailable: 0}", nil, "/podDisruptionBudget/maxUnavailable"},
+		{"a budget of zero percent fails the schema", "podDisruptionBudget: {maxUnavailable: 0%}", nil, "/podDisruptionBudget/maxUnavailable"},
+		{"a probe's misspelt timing fails the schema", "livenessProbe: {periodSecond: 5}", nil, "periodSecond"},
+		{"a probe timeout of zero fails the schema", "readinessProbe: {timeoutSeconds: 0}", nil, "/readinessProbe/timeoutSeconds"},
+		{"a probe may not replace the chart's endpoint", "readinessProbe: {httpGet: {path: /}}", nil, "httpGet"},
+		{"a topology spread constraint without a topology key fails the schema", "topologySpreadConstraints: [{maxSkew: 1, whenUnsatisfiable: DoNotSchedule}]", nil, "topologyKey"},
+		{"ServiceMonitor relabelings that are not a list fail the schema", "serviceMonitor: {relabelings: {action: drop}}", nil, "/serviceMonitor/relabelings"},
+		{"ServiceMonitor metric relabelings that are not a list fail the schema", "serviceMonitor: {metricRelabelings: drop}", nil, "/serviceMonitor/metricRelabelings"},
+		{"a ServiceMonitor namespace that is not a string fails the schema", "serviceMonitor: {namespace: 1}", nil, "/serviceMonitor/namespace"},
+		{"an alert the chart does not have fails the schema", "prometheusRule: {alerts: {KubeletCSRTypo: {enabled: false}}}", nil, "KubeletCSRTypo"},
+		{"an alert's unknown setting fails the schema", "prometheusRule: {alerts: {KubeletCSRCANotReady: {threshold: 1}}}", nil, "threshold"},
+		{"an alert's for that is no Prometheus duration fails the schema", "prometheusRule: {alerts: {KubeletCSRCANotReady: {for: 5 minutes}}}", nil, "/prometheusRule/alerts/KubeletCSRCANotReady/for"},
+		{"an empty severity fails the schema", "prometheusRule: {alerts: {KubeletCSRCANotReady: {severity: ''}}}", nil, "/prometheusRule/alerts/KubeletCSRCANotReady/severity"},
+		{"an expiry threshold of zero days fails the schema", "prometheusRule: {alerts: {KubeletCSRCAExpiringCritical: {days: 0}}}", nil, "/prometheusRule/alerts/KubeletCSRCAExpiringCritical/days"},
+		{"a failure window that is no duration fails the schema", "prometheusRule: {alerts: {KubeletCSRSigningFailures: {window: an hour}}}", nil, "/prometheusRule/alerts/KubeletCSRSigningFailures/window"},
+		{"a pending threshold in words fails the schema", "prometheusRule: {alerts: {KubeletCSRPendingTooLong: {thresholdSeconds: fifteen}}}", nil, "/prometheusRule/alerts/KubeletCSRPendingTooLong/thresholdSeconds"},
+		{"an extra rule without an expression fails the schema", "prometheusRule: {additionalRules: [{alert: X}]}", nil, "/prometheusRule/additionalRules/0"},
+		{"an empty runbook URL fails the schema", "prometheusRule: {runbookURL: ''}", nil, "/prometheusRule/runbookURL"},
+		{"a helm test timeout that is no duration fails the schema", "helmTest: {timeout: two minutes}", nil, "/helmTest/timeout"},
+		{"a misspelt helm test value fails the schema", "helmTest: {enable: false}", nil, "enable"},
+		{"a dashboard label that is not a string fails the schema", "dashboard: {labels: {grafana_dashboard: 1}}", nil, "/dashboard/labels/grafana_dashboard"},
+		{"a misspelt dashboard value fails the schema", "dashboard: {enable: true}", nil, "enable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -367,9 +408,14 @@ extraVolumeMounts: [{name: serving-ca, mountPath: /etc/kubelet-csr-controller/se
 
 func TestGoMemoryLimitFollowsTheContainerLimit(t *testing.T) {
 	t.Parallel()
+	// The binary sets 90% of this as the soft limit (cmd's memlimit.go);
+	// GOMEMLIMIT itself would be 100%.
 	memLimit := func(c corev1.Container) *corev1.EnvVar {
 		for i := range c.Env {
 			if c.Env[i].Name == "GOMEMLIMIT" {
+				t.Errorf("the chart sets GOMEMLIMIT, which is the whole limit: %+v", c.Env[i])
+			}
+			if c.Env[i].Name == "KUBELET_CSR_CONTROLLER_MEMORY_LIMIT" {
 				return &c.Env[i]
 			}
 		}
@@ -378,7 +424,7 @@ func TestGoMemoryLimitFollowsTheContainerLimit(t *testing.T) {
 	c := render(t, "").deployment(t).Spec.Template.Spec.Containers[0]
 	e := memLimit(c)
 	if e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil || e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
-		t.Fatalf("GOMEMLIMIT should come from the container's memory limit, got %+v", e)
+		t.Fatalf("KUBELET_CSR_CONTROLLER_MEMORY_LIMIT should come from the container's memory limit, got %+v", e)
 	}
 	// Helm merges maps: null removes the default limit.
 	c = render(t, "resources: {limits: null}").deployment(t).Spec.Template.Spec.Containers[0]

@@ -152,7 +152,7 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 	args := []string{
 		"--kubeconfig", o.Kubeconfig, "--config", o.ConfigFile,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe, "--pprof-bind-address", pprofAddr,
-		"--leader-election-namespace", "kube-system", "--log-format", "json",
+		"--leader-election-namespace", "kube-system", "--zap-encoder", "json",
 	}
 	if !o.SecureMetrics {
 		args = append(args, "--metrics-secure=false")

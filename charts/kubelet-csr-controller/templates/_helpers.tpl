@@ -18,6 +18,11 @@
 {{- end }}
 {{- end }}
 
+{{/* The namespace of every namespaced object but the Events Role's. */}}
+{{- define "kubelet-csr-controller.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kubelet-csr-controller.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -32,6 +37,48 @@ helm.sh/chart: {{ include "kubelet-csr-controller.chart" . }}
 {{ include "kubelet-csr-controller.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/part-of: kubelet-csr-controller
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+An object's metadata annotations: commonAnnotations, then the object's own
+(which win), as a line "annotations:" and its map, indented for metadata, or
+nothing. Call with (list . $own) right after the labels.
+*/}}
+{{- define "kubelet-csr-controller.annotations" -}}
+{{- $root := index . 0 }}
+{{- $all := merge (deepCopy (index . 1 | default dict)) ($root.Values.commonAnnotations | default dict) }}
+{{- with $all }}
+{{- printf "\n  annotations:" }}
+{{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image: registry/repository, then @digest or :tag. global.imageRegistry
+replaces the registry of image.repository (its first component, when that
+names a host as Docker reads it: a dot, a port or localhost), or goes in
+front of a repository that names none.
+*/}}
+{{- define "kubelet-csr-controller.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- with (.Values.global | default dict).imageRegistry }}
+{{- $parts := splitList "/" $repo }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq "localhost" $first)) }}
+{{- $repo = rest $parts | join "/" }}
+{{- end }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{- define "kubelet-csr-controller.serviceAccountName" -}}
@@ -159,6 +206,51 @@ watches Nodes on exactly these conditions).
 
 {{- define "kubelet-csr-controller.leaseName" -}}
 {{- dig "manager" "leaderElection" "leaseName" "kubelet-csr-controller" (.Values.config | default dict) }}
+{{- end }}
+
+{{/*
+One alert of the PrometheusRule: its for and severity from
+prometheusRule.alerts.<name>, a runbook_url to its section of
+docs/runbooks.md. Call with (dict "root" $ "name" ... "expr" ... "summary"
+... "description" ...).
+*/}}
+{{- define "kubelet-csr-controller.alert" -}}
+{{- $v := index .root.Values.prometheusRule.alerts .name -}}
+- alert: {{ .name }}
+  expr: {{ .expr | quote }}
+  for: {{ $v.for }}
+  labels:
+    severity: {{ $v.severity }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+    runbook_url: {{ printf "%s#%s" .root.Values.prometheusRule.runbookURL (lower .name) | quote }}
+{{- end }}
+
+{{/*
+The annotations of a helm test object: the hook, its weight (the
+ServiceAccount and its rights before the Pod), recreated at each run and
+deleted when it passes; then commonAnnotations. Call with (list . "weight").
+*/}}
+{{/*
+The labels of the helm test objects: the release's, under another name, so
+that no selector of the release (Deployment, Service, PodDisruptionBudget)
+takes the test Pod for a replica.
+*/}}
+{{- define "kubelet-csr-controller.testLabels" -}}
+{{- $l := include "kubelet-csr-controller.labels" . | fromYaml }}
+{{- $_ := set $l "app.kubernetes.io/name" (printf "%s-test" (include "kubelet-csr-controller.name" .) | trunc 63) }}
+{{- $_ = set $l "app.kubernetes.io/component" "test" }}
+{{- toYaml $l }}
+{{- end }}
+
+{{- define "kubelet-csr-controller.testHook" -}}
+helm.sh/hook: test
+helm.sh/hook-weight: {{ index . 1 | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- with (index . 0).Values.commonAnnotations }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Fails rendering on combinations the schema cannot express. */}}
