@@ -19,6 +19,8 @@ FUZZTIME ?= 10s
 # The control-plane binaries are built once into a per-version cache
 # (kube-controller-manager is the benchmark's baseline).
 ASSETS = $$(hack/build-tools.sh kube-apiserver etcd kube-controller-manager)
+# The real kubelet and its in-memory container runtime, for make e2e-kubelet.
+KUBELET_DIR = $$(hack/build-tools.sh kubelet fakecri)
 
 .PHONY: help
 help: ## List the targets.
@@ -41,13 +43,14 @@ release: ## Build a release's artifacts into _output/release (VERSION=v0.2.0 req
 	hack/release.sh $(VERSION)
 
 .PHONY: tools
-tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, helm, golangci-lint).
-	hack/build-tools.sh kube-apiserver etcd kube-controller-manager helm golangci-lint >/dev/null
+tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, kubelet, fakecri, helm, golangci-lint).
+	hack/build-tools.sh kube-apiserver etcd kube-controller-manager kubelet fakecri helm golangci-lint >/dev/null
 
 .PHONY: test
-test: build image ## Run every test: unit (-race), envtest, the chart, the image, fuzz smoke runs and the end-to-end flow.
+test: build image ## Run every test: unit (-race), envtest, the chart, the image, fuzz smoke runs, the end-to-end flow and real kubelets.
 	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_IMAGE=$(CURDIR)/_output/image \
 		go test -race -timeout 30m ./...
+	$(MAKE) e2e-kubelet
 	$(MAKE) clock-guard
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
@@ -66,6 +69,14 @@ reliability: build ## Faults under load: leader killed, API server restarted, a 
 .PHONY: e2e
 e2e: build ## Run only the end-to-end rotation flow, verbosely.
 	KUBEBUILDER_ASSETS=$(ASSETS) KCC_BINARY=$(CURDIR)/$(BIN) go test -count=1 -v -timeout 15m ./test/e2e/
+
+# Real kubelets (built from Go modules) bootstrap and rotate through the
+# controller running with the chart's identity. Needs root and a non-loopback
+# IPv4 address (KCC_NODE_IP picks one); see "Real kubelets" in README.md.
+.PHONY: e2e-kubelet
+e2e-kubelet: build ## Real kubelets bootstrap, rotate and serve their certificates (root, a non-loopback IPv4; ~3 min).
+	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_KUBELET_DIR=$(KUBELET_DIR) \
+		go test -tags e2ekubelet -count=1 -v -timeout 15m ./test/e2e-kubelet/
 
 # The packages whose tests need no API server.
 PURE_PKGS := ./approver/... ./signer/... ./config/...
