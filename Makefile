@@ -78,6 +78,15 @@ e2e-kubelet: build ## Real kubelets bootstrap, rotate and serve their certificat
 	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_KUBELET_DIR=$(KUBELET_DIR) \
 		go test -tags e2ekubelet -count=1 -v -timeout 15m ./test/e2e-kubelet/
 
+# The version-skew matrix, out of CI: the envtest suites against kube-apiserver
+# v1.36 and v1.35, the real-kubelet test with a v1.34 kubelet (results in
+# _output/compat; README.md's support matrix). Builds each version once.
+.PHONY: compat
+# COMPAT_ROWS picks rows, e.g. COMPAT_ROWS=kubelet-1.34 (default: all).
+COMPAT_ROWS ?=
+compat: build image ## Version skew: the suites on kube-apiserver v1.36/v1.35, real kubelet v1.34 (builds them; long).
+	hack/compat.sh $(COMPAT_ROWS)
+
 # The packages whose tests need no API server.
 PURE_PKGS := ./approver/... ./signer/... ./config/...
 

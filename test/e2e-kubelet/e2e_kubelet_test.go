@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -43,6 +44,11 @@ const certDuration = 2 * time.Minute
 func TestRealKubeletsBootstrapRotateAndServeTheIssuedCertificate(t *testing.T) {
 	nodeIP := requireHost(t)
 	binDir := kubeletDir(t)
+	version, err := exec.Command(filepath.Join(binDir, "kubelet"), "--version").Output() //nolint:gosec // the test's own binary
+	if err != nil {
+		t.Fatalf("kubelet --version: %v", err)
+	}
+	t.Logf("kubelet %s from %s, node IP %s", bytes.TrimSpace(version), binDir, nodeIP)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	start := time.Now()
