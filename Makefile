@@ -19,6 +19,8 @@ FUZZTIME ?= 10s
 # The control-plane binaries are built once into a per-version cache
 # (kube-controller-manager is the benchmark's baseline).
 ASSETS = $$(hack/build-tools.sh kube-apiserver etcd kube-controller-manager)
+# The real kubelet and its in-memory container runtime, for make e2e-kubelet.
+KUBELET_DIR = $$(hack/build-tools.sh kubelet fakecri)
 
 .PHONY: help
 help: ## List the targets.
@@ -41,14 +43,15 @@ release: ## Build a release's artifacts into _output/release (VERSION=v0.2.0 req
 	hack/release.sh $(VERSION)
 
 .PHONY: tools
-tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, helm, golangci-lint, promtool).
-	hack/build-tools.sh kube-apiserver etcd kube-controller-manager helm golangci-lint promtool >/dev/null
+tools: ## Build every test tool (kube-apiserver, etcd, kube-controller-manager, kubelet, fakecri, helm, golangci-lint, promtool).
+	hack/build-tools.sh kube-apiserver etcd kube-controller-manager kubelet fakecri helm golangci-lint promtool >/dev/null
 
 .PHONY: test
-test: build image ## Run every test: unit (-race), envtest, the chart and its alerts (promtool), the image, fuzz smoke runs and the end-to-end flow.
+test: build image ## Run every test: unit (-race), envtest, the chart and its alerts (promtool), the image, fuzz smoke runs, the end-to-end flow and real kubelets.
 	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm PROMTOOL=$$(hack/build-tools.sh promtool)/promtool \
 		KCC_BINARY=$(CURDIR)/$(BIN) KCC_IMAGE=$(CURDIR)/_output/image \
 		go test -race -timeout 30m ./...
+	$(MAKE) e2e-kubelet
 	$(MAKE) clock-guard
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
@@ -67,6 +70,23 @@ reliability: build ## Faults under load: leader killed, API server restarted, a 
 .PHONY: e2e
 e2e: build ## Run only the end-to-end rotation flow, verbosely.
 	KUBEBUILDER_ASSETS=$(ASSETS) KCC_BINARY=$(CURDIR)/$(BIN) go test -count=1 -v -timeout 15m ./test/e2e/
+
+# Real kubelets (built from Go modules) bootstrap and rotate through the
+# controller running with the chart's identity. Needs root and a non-loopback
+# IPv4 address (KCC_NODE_IP picks one); see "Real kubelets" in README.md.
+.PHONY: e2e-kubelet
+e2e-kubelet: build ## Real kubelets bootstrap, rotate and serve their certificates (root, a non-loopback IPv4; ~3 min).
+	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$$(hack/build-tools.sh helm)/helm KCC_BINARY=$(CURDIR)/$(BIN) KCC_KUBELET_DIR=$(KUBELET_DIR) \
+		go test -tags e2ekubelet -count=1 -v -timeout 15m ./test/e2e-kubelet/
+
+# The version-skew matrix, out of CI: the envtest suites against kube-apiserver
+# v1.36 and v1.35, the real-kubelet test with a v1.34 kubelet (results in
+# _output/compat; README.md's support matrix). Builds each version once.
+.PHONY: compat
+# COMPAT_ROWS picks rows, e.g. COMPAT_ROWS=kubelet-1.34 (default: all).
+COMPAT_ROWS ?=
+compat: build image ## Version skew: the suites on kube-apiserver v1.36/v1.35, real kubelet v1.34 (builds them; long).
+	hack/compat.sh $(COMPAT_ROWS)
 
 # The packages whose tests need no API server.
 PURE_PKGS := ./approver/... ./signer/... ./config/...

@@ -3,7 +3,13 @@
 # modules (there is no download site for them), into a per-version cache
 # outside the work tree, rebuilding only what is missing.
 #
-#   hack/build-tools.sh [TOOL...]   TOOL: kube-apiserver etcd kube-controller-manager helm golangci-lint promtool
+#   hack/build-tools.sh [TOOL...]   TOOL: kube-apiserver etcd kube-controller-manager kubelet fakecri helm golangci-lint promtool
+#
+# KCC_KUBE_TOOLS picks the module of the Kubernetes binaries (kube-apiserver,
+# etcd, kube-controller-manager, kubelet): hack/tools/kube (v1.37.2) by
+# default; make compat sets kube-1.36 or kube-1.34 for the version-skew
+# matrix. fakecri, the kubelet's in-memory runtime, is always built from
+# hack/tools/kube (the CRI is v1 in every version) into the same directory.
 #
 # With no TOOL it builds kube-apiserver and etcd. It prints one line on stdout:
 # the directory holding the binaries (for kube-apiserver and etcd this is the
@@ -52,17 +58,29 @@ if [[ $# -eq 0 ]]; then
 	set -- kube-apiserver etcd
 fi
 
+kube="${tools}/${KCC_KUBE_TOOLS:-kube}"
+if [[ ! -f "${kube}/go.mod" ]]; then
+	echo "build-tools.sh: KCC_KUBE_TOOLS=${KCC_KUBE_TOOLS:-}: no module ${kube}" >&2
+	exit 2
+fi
+
 out=""
 for tool in "$@"; do
 	case "${tool}" in
-	kube-apiserver | kube-controller-manager)
-		dir="${tools}/kube"
+	kube-apiserver | kube-controller-manager | kubelet)
+		dir="${kube}"
 		v=$(version "${dir}" k8s.io/kubernetes)
 		out="${cache}/k8s-${v}-${recipe}"
 		build "${tool}" "${dir}" "k8s.io/kubernetes/cmd/${tool}" "${out}" "$(kube_ldflags "${v}")"
 		;;
+	fakecri)
+		# An in-memory container runtime for the real kubelet
+		# (k8s.io/cri-client/pkg/fake, as kubemark uses).
+		out="${cache}/k8s-$(version "${kube}" k8s.io/kubernetes)-${recipe}"
+		build fakecri "${tools}/kube" ./fakecri "${out}"
+		;;
 	etcd)
-		dir="${tools}/kube"
+		dir="${kube}"
 		out="${cache}/k8s-$(version "${dir}" k8s.io/kubernetes)-${recipe}"
 		build etcd "${dir}" go.etcd.io/etcd/server/v3 "${out}"
 		;;
@@ -82,7 +100,7 @@ for tool in "$@"; do
 		build promtool "${dir}" github.com/prometheus/prometheus/cmd/promtool "${out}"
 		;;
 	*)
-		echo "build-tools.sh: unknown tool ${tool}; known: kube-apiserver etcd kube-controller-manager helm golangci-lint promtool" >&2
+		echo "build-tools.sh: unknown tool ${tool}; known: kube-apiserver etcd kube-controller-manager kubelet fakecri helm golangci-lint promtool" >&2
 		exit 2
 		;;
 	esac

@@ -6,13 +6,11 @@ import (
 	"encoding/pem"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,7 +25,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nodecsr/kubelet-csr-controller/approver"
-	"github.com/nodecsr/kubelet-csr-controller/config"
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 	"github.com/nodecsr/kubelet-csr-controller/test/pki"
 )
@@ -169,18 +166,20 @@ func scrapes(ctx context.Context, t *testing.T, ctrl *cluster.Controller, admin 
 }
 
 // The chart's ServiceAccount, as the API server names it and its groups.
-var (
-	saUser   = "system:serviceaccount:" + namespace + ":" + fullname
-	saGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace}
-)
+var saUser, saGroups = cluster.ServiceAccountUser(namespace, fullname)
 
 // startAsServiceAccount runs the controller binary with configFile and the
 // chart's ServiceAccount's token, once its bindings grant what they bind,
 // and returns it with that identity's client configuration.
 func startAsServiceAccount(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset, configFile, name string) (*cluster.Controller, *rest.Config) {
 	t.Helper()
-	sa := serviceAccountConfig(ctx, t, c, admin)
-	waitForChartRBAC(ctx, t, admin)
+	sa, err := c.ServiceAccountConfig(ctx, admin, namespace, fullname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitForChartRBAC(ctx, admin, namespace, saUser, saGroups); err != nil {
+		t.Fatal(err)
+	}
 	kubeconfig := filepath.Join(c.Dir, name+".kubeconfig")
 	if err := cluster.WriteKubeconfig(sa, kubeconfig); err != nil {
 		t.Fatal(err)
@@ -205,72 +204,41 @@ func startAsServiceAccount(ctx context.Context, t *testing.T, c *cluster.Cluster
 // request: the chart's RBAC lacks a permission it uses.
 func neverRefused(t *testing.T, ctrl *cluster.Controller) {
 	t.Helper()
-	b, err := os.ReadFile(ctrl.LogFile)
-	if err != nil {
-		t.Fatal(err)
+	if err := ctrl.NeverRefused(); err != nil {
+		t.Error(err)
 	}
-	if strings.Contains(strings.ToLower(string(b)), "forbidden") {
-		t.Errorf("the controller's log reports a forbidden request: the chart's RBAC lacks a permission")
-	}
-}
-
-// waitForChartRBAC waits until each of the chart's three bindings grants
-// the ServiceAccount what it binds: helm returns once the objects exist, but
-// the API server authorizes from an informer, and one refusal logged by the
-// controller fails the proof below.
-func waitForChartRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interface) {
-	t.Helper()
-	for _, attrs := range []authorizationv1.ResourceAttributes{
-		{Group: "certificates.k8s.io", Resource: "certificatesigningrequests", Verb: "list"},     // the ClusterRole
-		{Group: "coordination.k8s.io", Resource: "leases", Verb: "create", Namespace: namespace}, // leader election
-		{Group: "events.k8s.io", Resource: "events", Verb: "create", Namespace: metav1.NamespaceDefault},
-	} {
-		if err := cluster.WaitAllowed(ctx, admin, saUser, saGroups, attrs); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// serviceAccountConfig returns a client configuration with a token of the
-// chart's ServiceAccount.
-func serviceAccountConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) *rest.Config {
-	t.Helper()
-	return tokenConfig(ctx, t, c, admin, fullname)
 }
 
 // tokenConfig returns a client configuration with a token of the
 // ServiceAccount name in the release namespace.
 func tokenConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset, name string) *rest.Config {
 	t.Helper()
-	return &rest.Config{Host: c.Admin.Host, BearerToken: serviceAccountToken(ctx, t, admin, name), TLSClientConfig: rest.TLSClientConfig{CAData: c.Admin.CAData}}
+	cfg, err := c.ServiceAccountConfig(ctx, admin, namespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // serviceAccountToken returns an hour's token of a ServiceAccount in the
 // release namespace.
 func serviceAccountToken(ctx context.Context, t *testing.T, admin *kubernetes.Clientset, name string) string {
 	t.Helper()
-	tr, err := admin.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
+	token, err := cluster.ServiceAccountToken(ctx, admin, namespace, name)
 	if err != nil {
-		t.Fatalf("create a token for ServiceAccount %s: %v", name, err)
+		t.Fatal(err)
 	}
-	return tr.Status.Token
+	return token
 }
 
 // installedConfig writes the installed ConfigMap's configuration with the
 // CA files on disk in place of the Secret mount, and returns its path.
 func installedConfig(ctx context.Context, t *testing.T, c *cluster.Cluster, admin *kubernetes.Clientset) string {
 	t.Helper()
-	cm, err := admin.CoreV1().ConfigMaps(namespace).Get(ctx, fullname, metav1.GetOptions{})
+	cfg, err := c.InstalledConfig(ctx, admin, namespace, fullname)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, err := config.Parse([]byte(cm.Data["config.yaml"]), "the installed ConfigMap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CA = &config.CAFiles{CertFile: c.CACertFile, KeyFile: c.CAKeyFile}
 	path := filepath.Join(c.Dir, "chart-config.yaml")
 	if err := cluster.WriteConfig(cfg, path); err != nil {
 		t.Fatal(err)
