@@ -178,6 +178,19 @@ func (c *Cluster) StartController(ctx context.Context, o ControllerOptions) (*Co
 		_ = p.Kill()
 		return nil, err
 	}
+	// The metrics server may listen later than the probes: secure serving
+	// first makes its self-signed certificate (most of a second here).
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		conn, err := net.Dial("tcp", p.MetricsAddr)
+		if err != nil {
+			return false, nil //nolint:nilerr // not listening yet: keep polling
+		}
+		_ = conn.Close()
+		return true, nil
+	}); err != nil {
+		_ = p.Kill()
+		return nil, fmt.Errorf("waiting for the metrics server on %s: %w", p.MetricsAddr, err)
+	}
 	return p, nil
 }
 
