@@ -14,6 +14,7 @@ out=_output/compat
 mkdir -p "${out}"
 bin="${PWD}/bin/kubelet-csr-controller"
 helm="$(hack/build-tools.sh helm)/helm"
+promtool="$(hack/build-tools.sh promtool)/promtool"
 
 if [[ $# -eq 0 ]]; then
 	for m in hack/tools/kube-1.*; do
@@ -38,7 +39,7 @@ for row in "$@"; do
 		assets=$(KCC_KUBE_TOOLS="kube-${v}" hack/build-tools.sh kube-apiserver etcd kube-controller-manager)
 		# (test/image starts no API server: it is left out.)
 		mapfile -t pkgs < <(go list ./... | grep -v '/test/image$')
-		cmd=(env KUBEBUILDER_ASSETS="${assets}" HELM="${helm}" KCC_BINARY="${bin}"
+		cmd=(env KUBEBUILDER_ASSETS="${assets}" HELM="${helm}" PROMTOOL="${promtool}" KCC_BINARY="${bin}"
 			go test -count=1 -timeout 30m "${pkgs[@]}")
 		;;
 	kubelet)
