@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nodecsr/kubelet-csr-controller/test/cluster"
 )
@@ -114,6 +115,20 @@ func startKubelet(t *testing.T, o kubeletOptions) *realKubelet {
 	endpoint := "unix://" + filepath.Join(dir, "cri.sock")
 	if k.cri, err = cluster.Spawn(filepath.Join(o.binDir, "fakecri"), []string{"--endpoint", endpoint}, filepath.Join(dir, "fakecri.log")); err != nil {
 		t.Fatal(err)
+	}
+	// The kubelet checks the runtime once at start and exits if it does not
+	// answer: wait until the socket accepts connections.
+	socket := filepath.Join(dir, "cri.sock")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		conn, err := net.Dial("unix", socket)
+		if err == nil {
+			_ = conn.Close()
+			break
+		}
+		if k.cri.Exited() || time.Now().After(deadline) {
+			t.Fatalf("fakecri does not listen on %s (log %s): %v", socket, filepath.Join(dir, "fakecri.log"), err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	configFile := filepath.Join(dir, "kubelet-config.yaml")
 	if err := os.WriteFile(configFile, []byte(kubeletConfig(o, endpoint, dir)), 0o600); err != nil {
