@@ -52,18 +52,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 		cfg.Signers[i].Jitter = signingJitter
 	}
 	cfg.Approver.KubeletServing.StartupTaint = &config.StartupTaint{Key: startupTaint.Key, Effect: string(startupTaint.Effect)}
-	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
-		t.Fatal(err)
-	}
-	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ctrl.Kill() })
-	token, err := c.CreateBootstrapToken(ctx, "abcdef", "0123456789abcdef", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctrl, token := startController(ctx, t, c, bin, cfg, cfgFile, "abcdef")
 
 	cs := kubernetes.NewForConfigOrDie(c.Admin)
 	untainted := watchStartupTaint(ctx, t, cs)
@@ -139,7 +128,7 @@ func TestKubeletsBootstrapAndRotateThroughTheController(t *testing.T) {
 	})
 	filedMeanwhile := pendingCSRs(t, cs)
 	t.Logf("%d CSRs filed while the controller was down for %s", len(filedMeanwhile), time.Since(stoppedAt).Round(time.Second))
-	ctrl, err = c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile, Name: "controller-2"})
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile, Name: "controller-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,4 +362,24 @@ func byName(ks []*kubelet.Kubelet, name string) *kubelet.Kubelet {
 		}
 	}
 	return nil
+}
+
+// startController writes cfg to cfgFile, runs the controller binary with it
+// until the test ends, and returns it with a bootstrap token (ID tokenID)
+// for the kubelets.
+func startController(ctx context.Context, t *testing.T, c *cluster.Cluster, bin string, cfg *config.ControllerConfig, cfgFile, tokenID string) (*cluster.Controller, string) {
+	t.Helper()
+	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctrl.Kill() })
+	token, err := c.CreateBootstrapToken(ctx, tokenID, "0123456789abcdef", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctrl, token
 }

@@ -70,19 +70,7 @@ func TestServingCARotationKeepsEveryKubeletTrusted(t *testing.T) {
 			s.TrustBundle.ConfigMap = &config.TrustConfigMap{Namespace: metav1.NamespaceDefault}
 		}
 	}
-	cfgFile := filepath.Join(c.Dir, "config.yaml")
-	if err := cluster.WriteConfig(cfg, cfgFile); err != nil {
-		t.Fatal(err)
-	}
-	ctrl, err := c.StartController(ctx, cluster.ControllerOptions{Binary: bin, ConfigFile: cfgFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ctrl.Kill() })
-	token, err := c.CreateBootstrapToken(ctx, "rotate", "0123456789abcdef", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, token := startController(ctx, t, c, bin, cfg, filepath.Join(c.Dir, "config.yaml"), "rotate")
 	var kubelets []*kubelet.Kubelet
 	for i, name := range []string{"rot-a", "rot-b", "rot-c"} {
 		kubelets = append(kubelets, startKubelet(ctx, t, c, token, kubelet.Options{NodeName: name, Addresses: kubelet.Addresses(name, i+1)}))
