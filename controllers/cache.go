@@ -30,11 +30,15 @@ func CacheOptions() cache.Options {
 
 // slimCSR keeps of a decided CSR (denied, failed or issued) only what is
 // still read: its name, identity and age, signer and requester (siblings),
-// its conditions' types and times (state, cleaner) and its certificate
-// (the cleaner's expiry rule; its subject names the node). The request, the
-// requester's groups and extra, and condition messages go: in a cluster
-// most CSRs are decided, and they are a third of a cached CSR. Pending and
-// approved-but-unissued CSRs are kept whole for the approver and the signer.
+// its conditions' types and times (state, cleaner) and a summary of its
+// certificate (summarizeCertificate: its expiry for the cleaner and the
+// start-up taint, its subject for the node index). The request, the
+// requester's groups and extra, condition reasons and messages and the
+// certificate's PEM go: in a cluster most CSRs are decided, and they were
+// two thirds of a cached CSR. The strings every CSR repeats (its signer,
+// its conditions' types and statuses) are shared. Pending and
+// approved-but-unissued CSRs are kept whole for the approver and the
+// signer.
 func slimCSR(o any) (any, error) {
 	csr, ok := o.(*certificatesv1.CertificateSigningRequest)
 	if !ok {
@@ -54,15 +58,41 @@ func slimCSR(o any) (any, error) {
 			CreationTimestamp: csr.CreationTimestamp,
 			DeletionTimestamp: csr.DeletionTimestamp,
 		},
-		Spec:   certificatesv1.CertificateSigningRequestSpec{SignerName: csr.Spec.SignerName, Username: csr.Spec.Username},
-		Status: certificatesv1.CertificateSigningRequestStatus{Certificate: csr.Status.Certificate},
+		Spec: certificatesv1.CertificateSigningRequestSpec{SignerName: shared(csr.Spec.SignerName, knownSigners), Username: csr.Spec.Username},
+	}
+	if s.Issued {
+		slim.Status.Certificate = csr.Status.Certificate
+		if summary, ok := summarizeCertificate(csr.Status.Certificate); ok {
+			slim.Status.Certificate = summary
+		}
 	}
 	for _, c := range csr.Status.Conditions {
 		slim.Status.Conditions = append(slim.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-			Type: c.Type, Status: c.Status, LastUpdateTime: c.LastUpdateTime, LastTransitionTime: c.LastTransitionTime,
+			Type: shared(c.Type, knownConditionTypes), Status: shared(c.Status, knownConditionStatuses),
+			LastUpdateTime: c.LastUpdateTime, LastTransitionTime: c.LastTransitionTime,
 		})
 	}
 	return slim, nil
+}
+
+var (
+	knownSigners = []string{
+		certificatesv1.KubeAPIServerClientKubeletSignerName, certificatesv1.KubeletServingSignerName,
+		certificatesv1.KubeAPIServerClientSignerName,
+	}
+	knownConditionTypes    = []certificatesv1.RequestConditionType{certificatesv1.CertificateApproved, certificatesv1.CertificateDenied, certificatesv1.CertificateFailed}
+	knownConditionStatuses = []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown}
+)
+
+// shared returns the constant equal to s, when there is one, so that the
+// cache holds one copy of it rather than one per object.
+func shared[S ~string](s S, known []S) S {
+	for _, k := range known {
+		if s == k {
+			return k
+		}
+	}
+	return s
 }
 
 func slimNode(o any) (any, error) {

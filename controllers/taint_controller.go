@@ -2,9 +2,7 @@ package controllers
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"time"
 
@@ -141,14 +139,11 @@ func warnTainted(ctx context.Context, c client.Reader, rec events.EventRecorder,
 		"Keeps the start-up taint %s:%s: its serving CSR %s was denied (%s; kubectl describe csr %s says why).", taint.Key, taint.Effect, csrName, reason, csrName)
 }
 
-// unexpired reports whether the leaf in certPEM is still valid at now.
-func unexpired(certPEM []byte, now time.Time) bool {
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		return false
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	return err == nil && now.Before(cert.NotAfter)
+// unexpired reports whether the leaf of cert (PEM, or the cache's summary)
+// is still valid at now.
+func unexpired(cert []byte, now time.Time) bool {
+	notAfter, err := certificateNotAfter(cert)
+	return err == nil && now.Before(notAfter)
 }
 
 // untaint removes the taint from the Node as the API server has it, with a
