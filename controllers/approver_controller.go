@@ -57,6 +57,12 @@ type ApproverReconciler struct {
 	Recorder events.EventRecorder
 	Metrics  *Metrics
 	Options  ApproverOptions
+	// SignedHere lists the signers this process signs for. An approval of
+	// theirs gets no Event or info log line of its own: the signer's, a
+	// moment later, say it was approved and why (one Event write per issued
+	// CSR instead of two; the Approved condition keeps the reason either
+	// way, and -v=1 logs the approval too).
+	SignedHere []string
 
 	guard    writeGuard
 	queues   *queueDepth
@@ -69,6 +75,8 @@ type ApproverReconciler struct {
 	wake chan event.GenericEvent
 	// dryRunSeen remembers the dry-run outcomes already reported.
 	dryRunSeen *recentSet
+	// nodeEvents bounds the Events about one node's CSRs.
+	nodeEvents *nodeEventLimiter
 }
 
 // SetupWithManager registers the reconciler. It watches kubelet CSRs and,
@@ -83,6 +91,7 @@ func (r *ApproverReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.verified = newRecentSet(4096)
 	}
 	r.wake = make(chan event.GenericEvent, 1024)
+	r.nodeEvents = newNodeEventLimiter(r.Metrics.EventsRateLimited.Inc)
 	r.auth = &authorizer{client: r.Client, ready: o.APIServerReady, ttl: o.AuthorizationCacheTTL, grace: o.Policy.GracePeriod, now: o.Now, reviews: r.Metrics}
 	r.sources = &Sources{
 		Nodes:     cachedNodes{r.Client},
@@ -206,7 +215,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 	case approver.Ignore:
 		if d.Reason == approver.ReasonLeftPending {
 			o.count("ignore")
-			r.event(csr, corev1.EventTypeNormal, EventLeftPending, d)
+			r.event(csr, in, corev1.EventTypeNormal, EventLeftPending, d)
 			o.log("left pending", 0)
 			o.flag()
 		}
@@ -217,7 +226,7 @@ func (r *ApproverReconciler) act(ctx context.Context, csr *certificatesv1.Certif
 			return ctrl.Result{RequeueAfter: d.RetryAfter}, false, nil
 		}
 		o.count("retry")
-		r.event(csr, corev1.EventTypeNormal, EventWaiting, d)
+		r.event(csr, in, corev1.EventTypeNormal, EventWaiting, d)
 		o.log("waiting", 1)
 		return ctrl.Result{RequeueAfter: d.RetryAfter}, false, nil
 	}
@@ -274,7 +283,7 @@ func (r *ApproverReconciler) reportDryRun(o outcome) {
 	if eventReason == EventDenied {
 		reason = EventWouldDeny
 	}
-	r.event(o.csr, eventType, reason, approver.Decision{Reason: o.d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + o.d.Message})
+	r.event(o.csr, o.in, eventType, reason, approver.Decision{Reason: o.d.Reason, Message: "Dry run, nothing written: would " + verdict + ". " + o.d.Message})
 	o.log("dry run: would "+verdict, 0)
 	o.flag()
 }
@@ -289,8 +298,12 @@ func (r *ApproverReconciler) writeDecision(o outcome, now time.Time) (bool, erro
 	}
 	o.count(verdict)
 	r.Metrics.DecisionLatency.WithLabelValues(csr.Spec.SignerName, verdict).Observe(since(csr.CreationTimestamp.Time, now))
-	r.event(csr, eventType, eventReason, o.d)
-	o.log(string(condition), 0)
+	if o.d.Verdict == approver.Deny || !slices.Contains(r.SignedHere, csr.Spec.SignerName) {
+		r.event(csr, o.in, eventType, eventReason, o.d)
+		o.log(string(condition), 0)
+	} else {
+		o.log(string(condition), 1) // the signer's "issued" line says it
+	}
 	o.flag()
 	if t := r.Options.StartupTaint; t != nil && o.d.Verdict == approver.Deny && o.in.Kind == approver.KindServing && o.in.NodeName != "" {
 		warnTainted(o.ctx, r.Client, r.Recorder, t, o.in.NodeName, csr.Name, o.d.Reason)
@@ -307,13 +320,29 @@ func (o outcome) flag() {
 		return
 	}
 	o.r.Metrics.Suspicious.WithLabelValues(o.csr.Spec.SignerName, string(o.d.Suspicion)).Inc()
-	o.r.Recorder.Eventf(o.csr, nil, corev1.EventTypeWarning, EventSuspiciousRequest, eventActionApprove,
-		"%s: requested by %q (groups %q) for node %q: %s", o.d.Suspicion, o.csr.Spec.Username, o.csr.Spec.Groups, o.in.NodeName, o.d.Message)
+	if o.r.eventAllowed(o.csr, o.in) {
+		o.r.Recorder.Eventf(o.csr, nil, corev1.EventTypeWarning, EventSuspiciousRequest, eventActionApprove,
+			"%s: requested by %q (groups %q) for node %q: %s", o.d.Suspicion, o.csr.Spec.Username, o.csr.Spec.Groups, o.in.NodeName, o.d.Message)
+	}
 	o.log("suspicious request", 0)
 }
 
-func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, typ, reason string, d approver.Decision) {
-	r.Recorder.Eventf(csr, nil, typ, reason, eventActionApprove, "%s: %s", d.Reason, d.Message)
+// event records the Event of a decision about csr, within its node's
+// allowance (nodeEventLimiter).
+func (r *ApproverReconciler) event(csr *certificatesv1.CertificateSigningRequest, in *approver.Request, typ, reason string, d approver.Decision) {
+	if r.eventAllowed(csr, in) {
+		r.Recorder.Eventf(csr, nil, typ, reason, eventActionApprove, "%s: %s", d.Reason, d.Message)
+	}
+}
+
+// eventAllowed takes one Event from the allowance of the node csr is for
+// or, when it names none, of its requester.
+func (r *ApproverReconciler) eventAllowed(csr *certificatesv1.CertificateSigningRequest, in *approver.Request) bool {
+	key := "user:" + csr.Spec.Username
+	if in != nil && in.NodeName != "" {
+		key = "node:" + in.NodeName
+	}
+	return r.nodeEvents.allow(key, r.Options.Now())
 }
 
 // waitingOnNode maps a Node to the pending CSRs whose decision depends on it.

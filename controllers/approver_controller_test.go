@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,6 +25,12 @@ import (
 
 func named(c pki.CSR, name string) pki.CSR { c.Name = name; return c }
 
+func TestAnApprovalSignedElsewhereHasAnEventOfItsOwn(t *testing.T) {
+	h := start(t, func(o *controllers.Options) { o.Signer.Signers = nil })
+	c := h.create(asNode("elsewhere-1"), named(pki.ClientRenewal("elsewhere-1"), "elsewhere-renewal"))
+	h.waitForEvent(c.Name, "Normal Approved: AutoApproved")
+}
+
 func TestKubeletCertificatesAreApprovedAndIssued(t *testing.T) {
 	h := start(t, nil)
 	h.registerNode("flow-1", "10.1.0.1", "fd00::1", "flow-1.example.com")
@@ -42,8 +49,13 @@ func TestKubeletCertificatesAreApprovedAndIssued(t *testing.T) {
 		if cert.Subject.CommonName != "system:node:flow-1" || strings.Join(cert.Subject.Organization, ",") != "system:nodes" {
 			t.Errorf("%s: subject %s", c.Name, cert.Subject)
 		}
-		h.waitForEvent(c.Name, "Normal Approved: AutoApproved")
+		// One Event per issued CSR: the signer's says it was approved, and
+		// why.
 		h.waitForEvent(c.Name, "Normal Issued: Issued certificate with serial")
+		h.waitForEvent(c.Name, "; approved: AutoApproved: ")
+		if events := h.events(c.Name); len(events) != 1 {
+			t.Errorf("%s: want only the Issued Event, got %q", c.Name, events)
+		}
 	}
 	if a := cluster.Condition(h.waitFor(boot.Name, "issued", issued), certificatesv1.CertificateApproved); !strings.Contains(a.Message, "nodeclient") {
 		t.Errorf("the bootstrap CSR should be approved through nodeclient: %q", a.Message)
@@ -241,6 +253,25 @@ func TestTooManyPendingCSRsFromOneNodeAreDenied(t *testing.T) {
 	if d := cluster.Condition(got, certificatesv1.CertificateDenied); d.Reason != approver.ReasonTooManyPending {
 		t.Errorf("want TooManyPending, got %s: %s", d.Reason, d.Message)
 	}
+	// A flood beyond the cap: each CSR is denied, but the node's Events
+	// are bounded (10 at once), so that the flood costs the API server one
+	// write per CSR, not two.
+	for i := range 20 {
+		c := h.create(asNode("noisy-1"), named(pki.Serving("noisy-1", nil, pki.IPs("10.6.0.1")), fmt.Sprintf("noisy-flood-%02d", i)))
+		h.waitFor(c.Name, "denied", condition(certificatesv1.CertificateDenied))
+		names = append(names, c.Name)
+	}
+	cluster.Poll(context.Background(), t, 50*time.Millisecond, 30*time.Second, "the limited Events counted", func() bool {
+		return h.counter("kubelet_csr_controller_events_rate_limited_total", nil) >= 11
+	})
+	recorded := 0
+	for _, n := range append(slices.Clone(names), fourth.Name) {
+		recorded += len(h.events(n))
+	}
+	if recorded > 10 {
+		t.Errorf("%d Events about the noisy node's 24 CSRs, want at most 10", recorded)
+	}
+	names = names[:3]
 	// Another node is not affected.
 	h.registerNode("quiet-1", "10.6.0.2")
 	quiet := h.create(asNode("quiet-1"), named(pki.Serving("quiet-1", nil, pki.IPs("10.6.0.2")), "quiet-serving"))

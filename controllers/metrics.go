@@ -30,6 +30,8 @@ type Metrics struct {
 	Cleaned          *prometheus.CounterVec
 	EventsQueued     prometheus.Gauge
 	EventsDropped    prometheus.Counter
+	// EventsRateLimited counts decision Events beyond a node's allowance.
+	EventsRateLimited prometheus.Counter
 	EventsFailed     prometheus.Counter
 	Reviews          *prometheus.CounterVec
 	TrustAnchors     *prometheus.GaugeVec
@@ -82,6 +84,10 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "events_dropped_total",
 			Help: "Events not recorded because the queue was full.",
 		}),
+		EventsRateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "events_rate_limited_total",
+			Help: "Decision Events not recorded because their node (or requester) had used its allowance: 10 at once, then one per 6 s. The decisions themselves are written and counted in decisions_total.",
+		}),
 		EventsFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "events_failed_total",
 			Help: "Events the API server refused.",
@@ -124,7 +130,7 @@ func NewMetrics() *Metrics {
 // process in the binary; tests start several).
 func (m *Metrics) register(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	all := []prometheus.Collector{m.Decisions, m.DecisionLatency, m.Issued, m.SigningFailures, m.IssuanceLatency,
-		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsFailed, m.Reviews, m.TrustAnchors, m.TrustFailures,
+		m.CAReloadFailures, m.Cleaned, m.EventsQueued, m.EventsDropped, m.EventsRateLimited, m.EventsFailed, m.Reviews, m.TrustAnchors, m.TrustFailures,
 		m.Suspicious, m.AuditNodes, m.AuditEarliestExpiry, m.AuditPasses}
 	for _, c := range append(all, collectors...) {
 		if err := replace(reg, c); err != nil {

@@ -116,7 +116,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 
 	verified := newRecentSet(4096)
-	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver, verified: verified, queues: queues}
+	ar := &ApproverReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Recorder: recorder, Metrics: m, Options: o.Approver, SignedHere: signers.names, verified: verified, queues: queues}
 	if err := ar.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the approver: %w", err)
 	}

@@ -157,13 +157,29 @@ func (r *SignerReconciler) store(ctx context.Context, csr *certificatesv1.Certif
 	c := issued.Cert
 	serial := fmt.Sprintf("%x", c.SerialNumber)
 	notAfter := c.NotAfter.UTC().Format(time.RFC3339)
-	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, EventIssued, eventActionSign, "Issued certificate with serial %s, valid until %s.", serial, notAfter)
+	approval := approvalOf(csr)
+	r.Recorder.Eventf(csr, nil, corev1.EventTypeNormal, EventIssued, eventActionSign, "Issued certificate with serial %s, valid until %s; approved: %s.", serial, notAfter, approval)
 	if issued.Lifetime.Capped {
 		r.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventCertificateShortened, eventActionSign,
 			"The certificate ends at the CA's expiry %s, before the %s it should last: renew the CA.", notAfter, issued.Lifetime.Requested)
 	}
-	logger.Info("issued", "csr", csr.Name, "signer", signerName, "serial", serial, "notAfter", notAfter, "capped", issued.Lifetime.Capped)
+	logger.Info("issued", "csr", csr.Name, "signer", signerName, "requester", csr.Spec.Username, "serial", serial, "notAfter", notAfter,
+		"capped", issued.Lifetime.Capped, "approved", approval)
 	return nil
+}
+
+// approvalOf says who approved csr and why, from its Approved condition:
+// the approver records no Event of its own for a CSR this process signs.
+func approvalOf(csr *certificatesv1.CertificateSigningRequest) string {
+	for _, c := range csr.Status.Conditions {
+		if c.Type == certificatesv1.CertificateApproved && c.Status == corev1.ConditionTrue {
+			if c.Message == "" {
+				return c.Reason
+			}
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "no Approved condition"
 }
 
 // fail writes the Failed condition for a CSR that can never be signed.
