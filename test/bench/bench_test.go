@@ -33,7 +33,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts six control planes")
 	}
-	o := &options{n: 20, rate: 10, repeat: 2, steady: 2 * time.Second, timeout: 2 * time.Minute, memoryCached: 40, out: filepath.Join(t.TempDir(), "results.jsonl")}
+	o := &options{n: 20, rate: 10, repeat: 2, steady: 2 * time.Second, timeout: 2 * time.Minute, nodes: 10, noisy: 20, noisyRuns: 1, memoryCached: []int{0, 40}, out: filepath.Join(t.TempDir(), "results.jsonl")}
 	var out bytes.Buffer
 	if err := run(context.Background(), o, &out); err != nil {
 		t.Fatalf("bench: %v\n%s", err, out.String())
@@ -56,9 +56,12 @@ func TestSmoke(t *testing.T) {
 		if r.PerSecond <= 0 || len(r.IssuedMS) != 3 || r.PeakRSSMiB <= 0 {
 			t.Errorf("%s, %s: missing measurements %+v", r.Contender, r.Workload, r)
 		}
+		if r.Workload == noisyWorkload(o) && (len(r.Ratios) != 1 || r.Ratio <= 0) {
+			t.Errorf("the noisy-node run measured no ratio: %+v", r)
+		}
 	}
-	if want := len(contenders())*3 + 1; len(lines) != want {
-		t.Errorf("%d results, want %d (three workloads per contender and the memory run)", len(lines), want)
+	if want := len(contenders())*4 + len(o.memoryCached) + 1; len(lines) != want {
+		t.Errorf("%d results, want %d (four workloads per contender, a memory run per count, the noisy-node run)", len(lines), want)
 	}
 	for _, c := range contenders() {
 		if !seen[c.name] {

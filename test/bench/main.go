@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,7 +42,10 @@ type options struct {
 	rate           float64
 	steady         time.Duration
 	timeout        time.Duration
-	memoryCached   int
+	nodes          int
+	noisy          int
+	noisyRuns      int
+	memoryCached   []int
 	repeat         int
 	only           string
 	out            string
@@ -71,7 +75,24 @@ func main() {
 	flag.DurationVar(&o.steady, "steady", time.Minute, "how long the steady arrivals last")
 	flag.DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for a workload's last certificate")
 	flag.IntVar(&o.repeat, "repeat", 3, "runs of each burst; the median is reported")
-	flag.IntVar(&o.memoryCached, "memory-cached", 10000, "issued CSRs in the cluster before the memory run's controller starts; 0 skips the memory run")
+	flag.IntVar(&o.nodes, "nodes", 5000, "Nodes that join at once (a bootstrap client CSR each, then a serving CSR); 0 skips the workload")
+	flag.IntVar(&o.noisy, "noisy", 500, "CSRs one node floods while 20 quiet nodes file theirs; 0 skips the noisy-node run")
+	flag.IntVar(&o.noisyRuns, "noisy-runs", 5, "runs of the noisy-node workload; the median ratio is reported")
+	o.memoryCached = []int{0, 10000, 50000}
+	flag.Func("memory-cached", "issued CSRs in the cluster before the memory run's controller starts, comma-separated in ascending order (default 0,10000,50000); \"\" skips the memory run", func(v string) error {
+		o.memoryCached = nil
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 0 || (len(o.memoryCached) > 0 && n < o.memoryCached[len(o.memoryCached)-1]) {
+				return fmt.Errorf("want counts in ascending order, got %q", v)
+			}
+			o.memoryCached = append(o.memoryCached, n)
+		}
+		return nil
+	})
 	flag.StringVar(&o.only, "only", "", `run only contenders whose name contains this ("memory" for the memory run alone)`)
 	flag.StringVar(&o.out, "out", "_output/bench/results.jsonl", "JSON lines output")
 	flag.Func("controller-env", "KEY=VALUE added to kubelet-csr-controller's environment, e.g. KUBELET_CSR_CONTROLLER_MEMORY_LIMIT=64Mi as the chart sets from a memory limit (repeatable)", func(v string) error {
@@ -93,8 +114,8 @@ func main() {
 }
 
 func run(ctx context.Context, o *options, out io.Writer) error {
-	if o.n < 1 || o.n > 65536 || o.repeat > 100 {
-		return fmt.Errorf("-n must be between 1 and 65536 and -repeat at most 100 (serving nodes get addresses 10.(100+round).x.y)")
+	if o.n < 1 || o.n > 65536 || o.repeat > 100 || o.nodes < 0 || o.nodes > 65536 {
+		return fmt.Errorf("-n and -nodes must be at most 65536 (-n at least 1) and -repeat at most 100 (serving nodes get addresses 10.(100+round).x.y, joining ones 10.99.x.y)")
 	}
 	var err error
 	if o.assets, err = cluster.AssetsDir(); err != nil {
@@ -114,7 +135,7 @@ func run(ctx context.Context, o *options, out io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "machine: %s, %d CPUs, %s; N=%d, steady %g/s for %s\n\n", machine(), runtime.NumCPU(), runtime.Version(), o.n, o.rate, o.steady)
+	fmt.Fprintf(out, "machine: %s, %d CPUs, %s; N=%d, steady %g/s for %s, %d nodes join\n\n", machine(), runtime.NumCPU(), runtime.Version(), o.n, o.rate, o.steady, o.nodes)
 	var results []result
 	for _, ct := range contenders() {
 		if o.only != "" && !strings.Contains(ct.name, o.only) {
@@ -128,13 +149,22 @@ func run(ctx context.Context, o *options, out io.Writer) error {
 		results = append(results, rs...)
 	}
 	const memoryRunName = "memory kubelet-csr-controller"
-	if o.memoryCached > 0 && (o.only == "" || strings.Contains(memoryRunName, o.only)) {
-		fmt.Fprintf(out, "== memory: %d issued CSRs cached, then a burst of %d\n", o.memoryCached, o.n)
+	if len(o.memoryCached) > 0 && (o.only == "" || strings.Contains(memoryRunName, o.only)) {
+		fmt.Fprintf(out, "== memory: %v issued CSRs cached, each then a burst of %d\n", o.memoryCached, o.n)
 		r, err := memoryRun(ctx, o, out)
 		if err != nil {
 			return fmt.Errorf("memory run: %w", err)
 		}
 		results = append(results, r...)
+	}
+	const noisyRunName = "noisy node kubelet-csr-controller"
+	if o.noisy > 0 && o.noisyRuns > 0 && (o.only == "" || strings.Contains(noisyRunName, o.only)) {
+		fmt.Fprintf(out, "== noisy node: %d CSRs from one node beside %d quiet ones, %d runs\n", o.noisy, quietNodes, o.noisyRuns)
+		r, err := noisyRun(ctx, o, out)
+		if err != nil {
+			return fmt.Errorf("noisy-node run: %w", err)
+		}
+		results = append(results, r)
 	}
 	fmt.Fprintln(out)
 	printTable(out, results)
@@ -184,6 +214,15 @@ func runContender(ctx context.Context, ct contender, o *options, out io.Writer) 
 			return steady(fmt.Sprintf("steady%d", round), o.rate, o.steady, bootstrap)
 		},
 	}
+	if o.nodes > 0 && (ct.maxJoin == 0 || o.nodes <= ct.maxJoin) {
+		prepare = append(prepare, func(int) (*workload, error) {
+			w, err := nodeJoin(ctx, o.nodes, c, admin, bootstrap)
+			if err == nil && !ct.approvesServing {
+				w.approve = admin
+			}
+			return w, err
+		})
+	}
 	for _, prep := range prepare {
 		var runs []result
 		for round := range max(o.repeat, 1) {
@@ -197,8 +236,8 @@ func runContender(ctx context.Context, ct contender, o *options, out io.Writer) 
 			}
 			r.Contender = ct.name
 			runs = append(runs, r)
-			if w.rate > 0 || r.WallSeconds > 20 {
-				break // a steady rate, or a burst that takes minutes: one run says it
+			if w.rate > 0 || w.then != nil || r.WallSeconds > 20 {
+				break // a steady rate, nodes joining (once: their names and addresses are fixed), or a burst that takes minutes: one run says it
 			}
 		}
 		r := median(runs)
@@ -344,62 +383,91 @@ func benchCluster(ctx context.Context) (c *cluster.Cluster, admin, bootstrap kub
 	return c, admin, bootstrap, t, stop, nil
 }
 
-// memoryRun fills a cluster with issued CSRs, starts a fresh controller,
-// and measures its peak RSS through a further burst.
+// memoryRun fills one cluster with issued CSRs up to each count of
+// --memory-cached in turn, and for each starts a fresh controller and
+// measures its peak RSS once it has started, and through a further burst.
 func memoryRun(ctx context.Context, o *options, out io.Writer) ([]result, error) {
 	c, _, bootstrap, t, stop, err := benchCluster(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
+	roots := x509.NewCertPool()
+	roots.AddCert(c.CA.Cert)
+	var (
+		results []result
+		cached  int // issued CSRs in the cluster
+	)
+	for step, want := range o.memoryCached {
+		if more := want - cached; more > 0 {
+			if err := fill(ctx, c, o, t, bootstrap, fmt.Sprintf("fill%d", step), more); err != nil {
+				return nil, err
+			}
+			cached = want
+		}
+		r, err := measureMemory(ctx, c, o, t, bootstrap, roots, fmt.Sprintf("memory%d", step), cached, out)
+		if err != nil {
+			return nil, err
+		}
+		cached += r.Issued
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// fill has a controller issue n more bootstrap client CSRs.
+func fill(ctx context.Context, c *cluster.Cluster, o *options, t *tracker, bootstrap kubernetes.Interface, prefix string, n int) error {
 	filler, err := startThis(ctx, c, o)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	fill, err := clientBurst("fill", o.memoryCached, bootstrap)
+	defer filler.stop()
+	w, err := clientBurst(prefix, n, bootstrap)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if _, _, timedOut, err := fill.run(ctx, t, 10*time.Minute); err != nil || timedOut {
-		filler.stop()
-		return nil, errors.Join(fmt.Errorf("filling the cluster with %d CSRs did not finish", o.memoryCached), err)
+	if _, _, timedOut, err := w.run(ctx, t, 15*time.Minute); err != nil || timedOut {
+		return errors.Join(fmt.Errorf("filling the cluster with %d more CSRs did not finish", n), err)
 	}
-	filler.stop()
+	return nil
+}
 
+// measureMemory starts a fresh controller on a cluster holding cached
+// issued CSRs, and runs a burst through it.
+func measureMemory(ctx context.Context, c *cluster.Cluster, o *options, t *tracker, bootstrap kubernetes.Interface, roots *x509.CertPool, prefix string, cached int, out io.Writer) (result, error) {
 	p, err := startThis(ctx, c, o)
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
 	defer p.stop()
 	idle, err := peakRSS(p.pid)
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
-	heapProfile(ctx, o, p, "heap-after-start")
-	w, err := clientBurst("memory", o.n, bootstrap)
+	heapProfile(ctx, o, p, fmt.Sprintf("heap-after-start-%d", cached))
+	w, err := clientBurst(prefix, o.n, bootstrap)
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
 	cpu0, _ := cpuSeconds(p.pid)
 	start, end, timedOut, err := w.run(ctx, t, o.timeout)
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
 	cpu1, _ := cpuSeconds(p.pid)
 	rss, err := peakRSS(p.pid)
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
-	heapProfile(ctx, o, p, "heap-after-burst")
-	roots := x509.NewCertPool()
-	roots.AddCert(c.CA.Cert)
+	heapProfile(ctx, o, p, fmt.Sprintf("heap-after-burst-%d", cached))
 	r := w.measure(t, start, end, roots)
 	r.Contender = "kubelet-csr-controller (defaults)"
-	r.Workload = fmt.Sprintf("burst with %d cached", o.memoryCached)
+	r.Workload = fmt.Sprintf("burst with %d cached", cached)
+	r.Cached, r.StartRSSMiB = cached, float64(idle)/(1<<20)
 	r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = cpu1-cpu0, float64(rss)/(1<<20), timedOut
-	r.Note = fmt.Sprintf("peak RSS %.1f MiB after start with %d CSRs cached, before the burst", float64(idle)/(1<<20), o.memoryCached)
-	fmt.Fprintf(out, "   %s: peak RSS %.1f MiB after start, %.1f MiB after the burst\n", r.Workload, float64(idle)/(1<<20), r.PeakRSSMiB)
-	return []result{r}, nil
+	r.Note = fmt.Sprintf("peak RSS %.1f MiB after start with %d CSRs cached, before the burst", r.StartRSSMiB, cached)
+	fmt.Fprintf(out, "   %s: peak RSS %.1f MiB after start, %.1f MiB after the burst\n", r.Workload, r.StartRSSMiB, r.PeakRSSMiB)
+	return r, nil
 }
 
 func at(v []float64, i int) float64 {

@@ -36,9 +36,16 @@ type workload struct {
 	// concurrent creators.
 	rate     float64
 	creators int
-	// approve, when set, approves each CSR right after creating it (for
-	// kube-controller-manager, which never approves serving CSRs).
+	// approve, when set, approves each serving CSR right after creating it
+	// (for kube-controller-manager, which never approves serving CSRs).
 	approve kubernetes.Interface
+	// first is how many of csrs are filed at the start (0: all of them).
+	// Each later one is filed by then, once an earlier one is issued.
+	first int
+	// then is called, by one of `creators` workers, when csrs[i] is
+	// issued: it does what a kubelet does next and returns the index of the
+	// CSR to file, or -1.
+	then func(ctx context.Context, i int) (int, error)
 }
 
 // clientBurst prepares n bootstrap client CSRs filed with a bootstrap token.
@@ -94,6 +101,55 @@ func servingBurst(ctx context.Context, round, n int, c *cluster.Cluster, admin k
 	return w, nil
 }
 
+// nodeJoin prepares n Nodes (at most 65536) joining at once, as kubelets
+// do: each files a bootstrap client CSR; once its client certificate is
+// issued it registers its Node and files a serving CSR for the Node's
+// addresses, as the node. The addresses are 10.99.x.y, apart from the
+// serving bursts'.
+func nodeJoin(ctx context.Context, n int, c *cluster.Cluster, admin, bootstrap kubernetes.Interface) (*workload, error) {
+	w := &workload{name: fmt.Sprintf("%d nodes join", n), creators: 16, first: n}
+	clients := make([]kubernetes.Interface, 2*n)
+	for i := range n {
+		node := fmt.Sprintf("join-node-%d", i)
+		cl := pki.ClientBootstrap(node, "abcdef")
+		cl.Name = fmt.Sprintf("join-client-%d", i)
+		s := pki.Serving(node, []string{node}, []net.IP{net.ParseIP(fmt.Sprintf("10.99.%d.%d", (i/256)%256, i%256))})
+		s.Name = fmt.Sprintf("join-serving-%d", i)
+		for _, c := range []pki.CSR{cl, s} {
+			o, err := object(c)
+			if err != nil {
+				return nil, err
+			}
+			w.csrs = append(w.csrs, o)
+		}
+		clients[2*i] = bootstrap
+		var err error
+		if clients[2*i+1], err = kubernetes.NewForConfig(unlimited(c.As("system:node:"+node, cluster.NodesGroup))); err != nil {
+			return nil, err
+		}
+	}
+	// Client CSRs first, in order: csrs[2i] is node i's client CSR and
+	// csrs[2i+1] its serving CSR.
+	order := make([]*certificatesv1.CertificateSigningRequest, 0, 2*n)
+	cs := make([]kubernetes.Interface, 0, 2*n)
+	for i := range n {
+		order, cs = append(order, w.csrs[2*i]), append(cs, clients[2*i])
+	}
+	for i := range n {
+		order, cs = append(order, w.csrs[2*i+1]), append(cs, clients[2*i+1])
+	}
+	w.csrs = order
+	w.client = func(i int) kubernetes.Interface { return cs[i] }
+	w.then = func(ctx context.Context, i int) (int, error) {
+		if i >= n {
+			return -1, nil // a serving certificate: this node has joined
+		}
+		node := fmt.Sprintf("join-node-%d", i)
+		return n + i, registerNode(ctx, admin, node, fmt.Sprintf("10.99.%d.%d", (i/256)%256, i%256))
+	}
+	return w, nil
+}
+
 func registerNode(ctx context.Context, admin kubernetes.Interface, name, ip string) error {
 	n, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
@@ -122,6 +178,9 @@ type tracker struct {
 	approved map[string]time.Time
 	issued   map[string]time.Time
 	certs    map[string][]byte
+	// onIssued, when set, is called (with mu held) the first time a CSR is
+	// seen issued.
+	onIssued func(name string)
 }
 
 func newTracker(ctx context.Context, admin kubernetes.Interface) (*tracker, error) {
@@ -146,6 +205,9 @@ func newTracker(ctx context.Context, admin kubernetes.Interface) (*tracker, erro
 			if _, ok := t.issued[csr.Name]; !ok {
 				t.issued[csr.Name] = now
 				t.certs[csr.Name] = csr.Status.Certificate
+				if t.onIssued != nil {
+					t.onIssued(csr.Name)
+				}
 			}
 		}
 	}
@@ -174,6 +236,16 @@ type result struct {
 	PeakRSSMiB  float64   `json:"controllerPeakRSSMiB"`
 	TimedOut    bool      `json:"timedOut"`
 	Runs        []float64 `json:"runsCsrsPerSecond,omitempty"`
+	// Cached and StartRSSMiB are the memory run's: issued CSRs in the
+	// cluster when the controller started, and its peak RSS once started.
+	Cached      int     `json:"cachedCSRs,omitempty"`
+	StartRSSMiB float64 `json:"startPeakRSSMiB,omitempty"`
+	// The noisy-node run's: the quiet nodes' median create->issued during
+	// the flood over their unloaded median (this run's, and every run's),
+	// and the Events recorded about the flood's CSRs.
+	Ratio       float64   `json:"quietRatio,omitempty"`
+	Ratios      []float64 `json:"quietRatios,omitempty"`
+	FloodEvents int       `json:"floodEvents,omitempty"`
 	Note        string    `json:"note,omitempty"`
 }
 
@@ -181,7 +253,22 @@ type result struct {
 // timeout passes.
 func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (time.Time, time.Time, bool, error) {
 	start := time.Now()
-	errs := make(chan error, len(w.csrs))
+	var (
+		errMu    sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	failed := func() error {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return firstErr
+	}
 	file := func(i int) {
 		csr := w.csrs[i]
 		t.mu.Lock()
@@ -189,16 +276,52 @@ func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (
 		t.mu.Unlock()
 		created, err := w.client(i).CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{})
 		if err != nil {
-			errs <- fmt.Errorf("create %s: %w", csr.Name, err)
+			fail(fmt.Errorf("create %s: %w", csr.Name, err))
 			return
 		}
-		if w.approve != nil {
+		if w.approve != nil && csr.Spec.SignerName == certificatesv1.KubeletServingSignerName {
 			created.Status.Conditions = append(created.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 				Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ApprovedByBenchmark", Message: "kube-controller-manager never approves serving CSRs",
 			})
 			if _, err := w.approve.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, created.Name, created, metav1.UpdateOptions{}); err != nil {
-				errs <- fmt.Errorf("approve %s: %w", csr.Name, err)
+				fail(fmt.Errorf("approve %s: %w", csr.Name, err))
 			}
+		}
+	}
+	first := len(w.csrs)
+	var followers sync.WaitGroup
+	if w.then != nil {
+		first = w.first
+		index := make(map[string]int, len(w.csrs))
+		for i, c := range w.csrs {
+			index[c.Name] = i
+		}
+		issued := make(chan int, len(w.csrs)) // each CSR is issued once: sends never block
+		t.mu.Lock()
+		t.onIssued = func(name string) {
+			if i, ok := index[name]; ok {
+				issued <- i
+			}
+		}
+		t.mu.Unlock()
+		defer func() {
+			t.mu.Lock()
+			t.onIssued = nil
+			t.mu.Unlock()
+			close(issued)
+			followers.Wait()
+		}()
+		for range w.creators {
+			followers.Go(func() {
+				for i := range issued {
+					next, err := w.then(ctx, i)
+					if err != nil {
+						fail(fmt.Errorf("after %s: %w", w.csrs[i].Name, err))
+					} else if next >= 0 {
+						file(next)
+					}
+				}
+			})
 		}
 	}
 	var wg sync.WaitGroup
@@ -211,13 +334,13 @@ func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (
 				}
 			})
 		}
-		for i := range w.csrs {
+		for i := range first {
 			next <- i
 		}
 		close(next)
 	} else {
 		interval := time.Duration(float64(time.Second) / w.rate)
-		for i := range w.csrs {
+		for i := range first {
 			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 				time.Sleep(d) // the arrival schedule, not a wait for a result
 			}
@@ -225,8 +348,7 @@ func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (
 		}
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := failed(); err != nil {
 		return start, time.Time{}, false, err
 	}
 	names := make([]string, len(w.csrs))
@@ -234,6 +356,9 @@ func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (
 		names[i] = c.Name
 	}
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		if err := failed(); err != nil {
+			return false, err
+		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		for _, n := range names {
@@ -243,6 +368,9 @@ func (w *workload) run(ctx context.Context, t *tracker, timeout time.Duration) (
 		}
 		return true, nil
 	})
+	if err := failed(); err != nil {
+		return start, time.Time{}, false, err
+	}
 	timedOut := err != nil
 	var end time.Time
 	t.mu.Lock()
@@ -319,5 +447,6 @@ func unlimited(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = -1, 0
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.DisableCompression = true // as kube-controller-manager and kubelet-csr-controller do
 	return cfg
 }
