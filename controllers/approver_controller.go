@@ -61,7 +61,7 @@ type ApproverReconciler struct {
 	// theirs gets no Event or info log line of its own: the signer's, a
 	// moment later, say it was approved and why (one Event write per issued
 	// CSR instead of two; the Approved condition keeps the reason either
-	// way, and -v=1 logs the approval too).
+	// way, and the debug level logs the approval too).
 	SignedHere []string
 
 	guard    writeGuard

@@ -32,11 +32,11 @@ type Metrics struct {
 	EventsDropped    prometheus.Counter
 	// EventsRateLimited counts decision Events beyond a node's allowance.
 	EventsRateLimited prometheus.Counter
-	EventsFailed     prometheus.Counter
-	Reviews          *prometheus.CounterVec
-	TrustAnchors     *prometheus.GaugeVec
-	TrustFailures    *prometheus.CounterVec
-	Suspicious       *prometheus.CounterVec
+	EventsFailed      prometheus.Counter
+	Reviews           *prometheus.CounterVec
+	TrustAnchors      *prometheus.GaugeVec
+	TrustFailures     *prometheus.CounterVec
+	Suspicious        *prometheus.CounterVec
 	// The served-certificate audit's.
 	AuditNodes          *prometheus.GaugeVec
 	AuditEarliestExpiry prometheus.Gauge

@@ -93,7 +93,7 @@ func main() {
 		}
 		return nil
 	})
-	flag.StringVar(&o.only, "only", "", `run only contenders whose name contains this ("memory" for the memory run alone)`)
+	flag.StringVar(&o.only, "only", "", `run only contenders whose name contains this ("memory" for the memory run alone, "noisy" for the noisy-node runs)`)
 	flag.StringVar(&o.out, "out", "_output/bench/results.jsonl", "JSON lines output")
 	flag.Func("controller-env", "KEY=VALUE added to kubelet-csr-controller's environment, e.g. KUBELET_CSR_CONTROLLER_MEMORY_LIMIT=64Mi as the chart sets from a memory limit (repeatable)", func(v string) error {
 		if !strings.Contains(v, "=") {
