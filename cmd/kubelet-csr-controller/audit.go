@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -54,11 +53,8 @@ func runAudit(ctx context.Context, args []string, out io.Writer, now func() time
 		nodeFiles = append(nodeFiles, path)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &usageError{msg: err.Error()}
+	if helped, err := parseArgs(fs, args); helped || err != nil {
+		return err
 	}
 	if fs.NArg() != 0 {
 		return &usageError{msg: "audit takes no arguments\n" + auditUsage}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,11 +50,8 @@ func runCheck(ctx context.Context, args []string, out io.Writer) error {
 		return nil
 	})
 	authorized := fs.Bool("authorized", true, "assume the requester holds the nodeclient/selfnodeclient permission")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &usageError{msg: err.Error()}
+	if helped, err := parseArgs(fs, args); helped || err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return &usageError{msg: "check needs exactly one CSR file\n" + checkUsage}

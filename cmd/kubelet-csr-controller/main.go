@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -40,6 +41,20 @@ const (
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// parseArgs parses a subcommand's flags. helped is true when help was asked
+// for (the flag package has printed it: the subcommand is done); a bad flag
+// is a usage error.
+func parseArgs(fs *flag.FlagSet, args []string) (helped bool, err error) {
+	err = fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return true, nil
+	case err != nil:
+		return false, &usageError{msg: err.Error()}
+	}
+	return false, nil
+}
 
 // notApprovedError is check's answer for a CSR that would not be approved.
 type notApprovedError struct{ verdict string }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,11 +40,8 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	lease := fs.String("lease", "kubelet-csr-controller", "the leader election Lease; empty: no leader election")
 	selector := fs.String("selector", "", "label selector of the release's Pods")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for a ready leader")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return &usageError{msg: err.Error()}
+	if helped, err := parseArgs(fs, args); helped || err != nil {
+		return err
 	}
 	if fs.NArg() > 0 || *selector == "" {
 		return &usageError{msg: "status needs --selector and no arguments; see status --help"}

@@ -187,14 +187,8 @@ func runContender(ctx context.Context, ct contender, o *options, out io.Writer) 
 	roots := x509.NewCertPool()
 	roots.AddCert(c.CA.Cert)
 
-	// Warm up: one CSR through, so that caches are synced and connections
-	// open before the clock starts.
-	warm, err := clientBurst("warmup", 1, bootstrap)
-	if err != nil {
+	if err := warmUp(ctx, t, bootstrap); err != nil {
 		return nil, err
-	}
-	if _, _, timedOut, err := warm.run(ctx, t, time.Minute); err != nil || timedOut {
-		return nil, errors.Join(errors.New("the warm-up CSR was not issued within a minute"), err)
 	}
 
 	var results []result
@@ -260,20 +254,42 @@ func measureRun(ctx context.Context, o *options, p *process, w *workload, t *tra
 	if err != nil {
 		return result{}, err
 	}
-	cpu1, err := cpuSeconds(p.pid)
-	if err != nil {
-		return result{}, err
-	}
-	rss, err := peakRSS(p.pid)
-	if err != nil {
-		return result{}, err
-	}
 	r := w.measure(t, start, end, roots)
-	r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = cpu1-cpu0, float64(rss)/(1<<20), timedOut
+	if err := p.usage(&r, cpu0, timedOut); err != nil {
+		return result{}, err
+	}
 	if w.approve != nil {
 		r.Note = "approved by the benchmark; signing only"
 	}
 	return r, nil
+}
+
+// warmUp puts one CSR through, so that caches are synced and connections
+// open before the clock starts.
+func warmUp(ctx context.Context, t *tracker, bootstrap kubernetes.Interface) error {
+	warm, err := clientBurst("warmup", 1, bootstrap)
+	if err != nil {
+		return err
+	}
+	if _, _, timedOut, err := warm.run(ctx, t, time.Minute); err != nil || timedOut {
+		return errors.Join(errors.New("the warm-up CSR was not issued within a minute"), err)
+	}
+	return nil
+}
+
+// usage records in r the contender's CPU seconds since cpu0, its peak RSS
+// and whether the workload timed out.
+func (p *process) usage(r *result, cpu0 float64, timedOut bool) error {
+	cpu1, err := cpuSeconds(p.pid)
+	if err != nil {
+		return err
+	}
+	rss, err := peakRSS(p.pid)
+	if err != nil {
+		return err
+	}
+	r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = cpu1-cpu0, float64(rss)/(1<<20), timedOut
+	return nil
 }
 
 // median returns the run with the median throughput, with every run's
@@ -449,22 +465,22 @@ func measureMemory(ctx context.Context, c *cluster.Cluster, o *options, t *track
 	if err != nil {
 		return result{}, err
 	}
-	cpu0, _ := cpuSeconds(p.pid)
+	cpu0, err := cpuSeconds(p.pid)
+	if err != nil {
+		return result{}, err
+	}
 	start, end, timedOut, err := w.run(ctx, t, o.timeout)
 	if err != nil {
 		return result{}, err
 	}
-	cpu1, _ := cpuSeconds(p.pid)
-	rss, err := peakRSS(p.pid)
-	if err != nil {
+	r := w.measure(t, start, end, roots)
+	if err := p.usage(&r, cpu0, timedOut); err != nil {
 		return result{}, err
 	}
 	heapProfile(ctx, o, p, fmt.Sprintf("heap-after-burst-%d", cached))
-	r := w.measure(t, start, end, roots)
 	r.Contender = "kubelet-csr-controller (defaults)"
 	r.Workload = fmt.Sprintf("burst with %d cached", cached)
 	r.Cached, r.StartRSSMiB = cached, float64(idle)/(1<<20)
-	r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = cpu1-cpu0, float64(rss)/(1<<20), timedOut
 	r.Note = fmt.Sprintf("peak RSS %.1f MiB after start with %d CSRs cached, before the burst", r.StartRSSMiB, cached)
 	fmt.Fprintf(out, "   %s: peak RSS %.1f MiB after start, %.1f MiB after the burst\n", r.Workload, r.StartRSSMiB, r.PeakRSSMiB)
 	return r, nil

@@ -10,7 +10,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,12 +79,8 @@ func noisyOnce(ctx context.Context, o *options) (noisyResult, error) {
 	defer p.stop()
 	roots := x509.NewCertPool()
 	roots.AddCert(c.CA.Cert)
-	warm, err := clientBurst("warmup", 1, bootstrap)
-	if err != nil {
+	if err := warmUp(ctx, t, bootstrap); err != nil {
 		return noisyResult{}, err
-	}
-	if _, _, timedOut, err := warm.run(ctx, t, time.Minute); err != nil || timedOut {
-		return noisyResult{}, errors.Join(errors.New("the warm-up CSR was not issued within a minute"), err)
 	}
 	quiet := make([]kubernetes.Interface, quietNodes)
 	for i := range quietNodes {
@@ -93,14 +88,14 @@ func noisyOnce(ctx context.Context, o *options) (noisyResult, error) {
 		if err := registerNode(ctx, admin, node, fmt.Sprintf("10.1.0.%d", i+1)); err != nil {
 			return noisyResult{}, err
 		}
-		if quiet[i], err = kubernetes.NewForConfig(unlimited(c.As("system:node:"+node, cluster.NodesGroup))); err != nil {
+		if quiet[i], err = nodeClient(c, node); err != nil {
 			return noisyResult{}, err
 		}
 	}
 	if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "noisy"}}, metav1.CreateOptions{}); err != nil {
 		return noisyResult{}, err
 	}
-	noisy, err := kubernetes.NewForConfig(unlimited(c.As("system:node:noisy", cluster.NodesGroup)))
+	noisy, err := nodeClient(c, "noisy")
 	if err != nil {
 		return noisyResult{}, err
 	}
@@ -139,7 +134,9 @@ func noisyOnce(ctx context.Context, o *options) (noisyResult, error) {
 	if err != nil {
 		return noisyResult{}, err
 	}
-	go func() { floodErr <- fileAll(ctx, noisy, flood, 16, &created) }()
+	go func() {
+		floodErr <- cluster.FloodNotifying(ctx, noisy, flood, 16, func(pki.CSR) { created.Add(1) })
+	}()
 	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
 		return created.Load() >= int64(min(50, o.noisy)), nil
 	}); err != nil {
@@ -160,51 +157,17 @@ func noisyOnce(ctx context.Context, o *options) (noisyResult, error) {
 	if err != nil {
 		return noisyResult{}, err
 	}
-	cpu1, err := cpuSeconds(p.pid)
-	if err != nil {
-		return noisyResult{}, err
-	}
-	rss, err := peakRSS(p.pid)
-	if err != nil {
-		return noisyResult{}, err
-	}
 	r := loaded.measure(t, start, end, roots)
+	if err := p.usage(&r, cpu0, timedOut); err != nil {
+		return noisyResult{}, err
+	}
 	r.Contender = "kubelet-csr-controller (defaults)"
 	r.Workload = noisyWorkload(o)
-	r.CPUSeconds, r.PeakRSSMiB, r.TimedOut = cpu1-cpu0, float64(rss)/(1<<20), timedOut
 	r.FloodEvents = events
 	if u := at(before.IssuedMS, 0); u > 0 {
 		r.Ratio = at(r.IssuedMS, 0) / u
 	}
 	return noisyResult{result: r, unloaded: at(before.IssuedMS, 0)}, nil
-}
-
-// fileAll files csrs as cs with `creators` concurrent creators, counting
-// each created one.
-func fileAll(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creators int, created *atomic.Int64) error {
-	next := make(chan pki.CSR)
-	var (
-		wg   sync.WaitGroup
-		once sync.Once
-		ferr error
-	)
-	for range creators {
-		wg.Go(func() {
-			for c := range next {
-				if _, err := cluster.CreateCSR(ctx, cs, c); err != nil {
-					once.Do(func() { ferr = fmt.Errorf("create %s: %w", c.Name, err) })
-					continue
-				}
-				created.Add(1)
-			}
-		})
-	}
-	for _, c := range csrs {
-		next <- c
-	}
-	close(next)
-	wg.Wait()
-	return ferr
 }
 
 // settledEvents counts the Events about CSRs named with prefix, once no new

@@ -93,7 +93,7 @@ func servingBurst(ctx context.Context, round, n int, c *cluster.Cluster, admin k
 			return nil, err
 		}
 		w.csrs = append(w.csrs, o)
-		if clients[i], err = kubernetes.NewForConfig(unlimited(c.As("system:node:"+node, cluster.NodesGroup))); err != nil {
+		if clients[i], err = nodeClient(c, node); err != nil {
 			return nil, err
 		}
 	}
@@ -101,51 +101,49 @@ func servingBurst(ctx context.Context, round, n int, c *cluster.Cluster, admin k
 	return w, nil
 }
 
+// nodeClient acts as the node's kubelet, unthrottled.
+func nodeClient(c *cluster.Cluster, node string) (kubernetes.Interface, error) {
+	return kubernetes.NewForConfig(unlimited(c.As("system:node:"+node, cluster.NodesGroup)))
+}
+
 // nodeJoin prepares n Nodes (at most 65536) joining at once, as kubelets
 // do: each files a bootstrap client CSR; once its client certificate is
 // issued it registers its Node and files a serving CSR for the Node's
-// addresses, as the node. The addresses are 10.99.x.y, apart from the
-// serving bursts'.
+// addresses, as the node. csrs[i] is node i's client CSR and csrs[n+i] its
+// serving CSR. The addresses are 10.99.x.y, apart from the serving
+// bursts'.
 func nodeJoin(ctx context.Context, n int, c *cluster.Cluster, admin, bootstrap kubernetes.Interface) (*workload, error) {
-	w := &workload{name: fmt.Sprintf("%d nodes join", n), creators: 16, first: n}
-	clients := make([]kubernetes.Interface, 2*n)
+	w := &workload{name: fmt.Sprintf("%d nodes join", n), creators: 16, first: n, csrs: make([]*certificatesv1.CertificateSigningRequest, 2*n)}
+	nodes := make([]kubernetes.Interface, n)
+	name := func(i int) string { return fmt.Sprintf("join-node-%d", i) }
+	ip := func(i int) string { return fmt.Sprintf("10.99.%d.%d", (i/256)%256, i%256) }
 	for i := range n {
-		node := fmt.Sprintf("join-node-%d", i)
-		cl := pki.ClientBootstrap(node, "abcdef")
+		cl := pki.ClientBootstrap(name(i), "abcdef")
 		cl.Name = fmt.Sprintf("join-client-%d", i)
-		s := pki.Serving(node, []string{node}, []net.IP{net.ParseIP(fmt.Sprintf("10.99.%d.%d", (i/256)%256, i%256))})
-		s.Name = fmt.Sprintf("join-serving-%d", i)
-		for _, c := range []pki.CSR{cl, s} {
-			o, err := object(c)
-			if err != nil {
-				return nil, err
-			}
-			w.csrs = append(w.csrs, o)
-		}
-		clients[2*i] = bootstrap
+		sv := pki.Serving(name(i), []string{name(i)}, []net.IP{net.ParseIP(ip(i))})
+		sv.Name = fmt.Sprintf("join-serving-%d", i)
 		var err error
-		if clients[2*i+1], err = kubernetes.NewForConfig(unlimited(c.As("system:node:"+node, cluster.NodesGroup))); err != nil {
+		if w.csrs[i], err = object(cl); err != nil {
+			return nil, err
+		}
+		if w.csrs[n+i], err = object(sv); err != nil {
+			return nil, err
+		}
+		if nodes[i], err = nodeClient(c, name(i)); err != nil {
 			return nil, err
 		}
 	}
-	// Client CSRs first, in order: csrs[2i] is node i's client CSR and
-	// csrs[2i+1] its serving CSR.
-	order := make([]*certificatesv1.CertificateSigningRequest, 0, 2*n)
-	cs := make([]kubernetes.Interface, 0, 2*n)
-	for i := range n {
-		order, cs = append(order, w.csrs[2*i]), append(cs, clients[2*i])
+	w.client = func(i int) kubernetes.Interface {
+		if i < n {
+			return bootstrap
+		}
+		return nodes[i-n]
 	}
-	for i := range n {
-		order, cs = append(order, w.csrs[2*i+1]), append(cs, clients[2*i+1])
-	}
-	w.csrs = order
-	w.client = func(i int) kubernetes.Interface { return cs[i] }
 	w.then = func(ctx context.Context, i int) (int, error) {
 		if i >= n {
 			return -1, nil // a serving certificate: this node has joined
 		}
-		node := fmt.Sprintf("join-node-%d", i)
-		return n + i, registerNode(ctx, admin, node, fmt.Sprintf("10.99.%d.%d", (i/256)%256, i%256))
+		return n + i, registerNode(ctx, admin, name(i), ip(i))
 	}
 	return w, nil
 }

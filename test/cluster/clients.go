@@ -187,6 +187,12 @@ func WaitEvent(ctx context.Context, cs kubernetes.Interface, name, want string, 
 // fails (the API server restarting, say) is retried until it succeeds or
 // ctx ends; one whose first attempt did succeed is not filed twice.
 func Flood(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creators int) error {
+	return FloodNotifying(ctx, cs, csrs, creators, nil)
+}
+
+// FloodNotifying is Flood that calls created (from the creators'
+// goroutines) once each CSR is filed.
+func FloodNotifying(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creators int, created func(pki.CSR)) error {
 	next := make(chan pki.CSR)
 	errs := make(chan error, creators)
 	for range creators {
@@ -201,6 +207,9 @@ func Flood(ctx context.Context, cs kubernetes.Interface, csrs []pki.CSR, creator
 					for range next { //nolint:revive // drain
 					}
 					return
+				}
+				if created != nil {
+					created(c)
 				}
 			}
 			errs <- nil
